@@ -1,0 +1,34 @@
+"""Repository-wide pytest hooks: per-notebook durations in the summary (CI prints them)."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import matplotlib
+
+# Headless figures in tests and in nbval kernels started from here.
+os.environ.setdefault("MPLBACKEND", "Agg")
+matplotlib.use("Agg")
+
+_NOTEBOOK_SECONDS: dict[str, float] = defaultdict(float)
+_NOTEBOOK_FAILED: set[str] = set()
+
+
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::", 1)[0]
+    if path.endswith(".ipynb"):
+        _NOTEBOOK_SECONDS[path] += report.duration
+        if report.failed:
+            _NOTEBOOK_FAILED.add(path)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _NOTEBOOK_SECONDS:
+        return
+    terminalreporter.section("notebook durations")
+    for path, seconds in sorted(_NOTEBOOK_SECONDS.items()):
+        status = "FAILED" if path in _NOTEBOOK_FAILED else "ok"
+        terminalreporter.write_line(f"{seconds:7.1f} s  {status:6s}  {path}")
+    total = sum(_NOTEBOOK_SECONDS.values())
+    terminalreporter.write_line(f"{total:7.1f} s  total over {len(_NOTEBOOK_SECONDS)} notebooks")

@@ -1,0 +1,147 @@
+"""build_vgg: the paper's exact parameter counts, torchvision compatibility, clear errors."""
+
+import time
+
+import pytest
+import torch
+import torchvision
+
+import vgg_utils
+from vgg_utils import CONFIGS, PretrainedUnavailableError, build_vgg, count_params, load_pretrained
+
+TABLE2_EXACT = {
+    "A": 132_863_336,
+    "A-LRN": 132_863_336,
+    "B": 133_047_848,
+    "C": 133_638_952,
+    "D": 138_357_544,
+    "E": 143_667_240,
+}
+
+
+def meta_model(config, **kw):
+    with torch.device("meta"):
+        return build_vgg(config, **kw)
+
+
+@pytest.mark.parametrize("config, expected", TABLE2_EXACT.items())
+def test_exact_parameter_counts(config, expected):
+    assert count_params(meta_model(config)) == expected
+
+
+def test_table2_rounded_millions():
+    rounded = [round(count_params(meta_model(c)) / 1e6) for c in CONFIGS]
+    assert rounded == [133, 133, 133, 134, 138, 144]
+
+
+@pytest.mark.parametrize("name", ["vgg11", "vgg13", "vgg16", "vgg19"])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_torchvision_weights_load_strictly_and_give_identical_outputs(name, batch_norm):
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, name + ("_bn" if batch_norm else ""))().eval()
+    ours = build_vgg(name, batch_norm=batch_norm).eval()
+    assert list(ours.state_dict()) == list(tv.state_dict())
+    ours.load_state_dict(tv.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x), tv(x), rtol=0, atol=0)
+
+
+def test_width_scales_conv_channels_and_compact_head():
+    model = build_vgg("D", num_classes=10, width=0.25, head="compact")
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs][:3] == [16, 16, 32]
+    assert convs[-1].out_channels == 128
+    assert isinstance(model.classifier[-1], torch.nn.Linear)
+    assert model.classifier[-1].in_features == 128
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_batch_norm_and_lrn_layers():
+    bn = build_vgg("A", batch_norm=True, width=0.125)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in bn.features) == 8
+    lrn = build_vgg("A-LRN", width=0.125)
+    kinds = [type(m).__name__ for m in lrn.features[:4]]
+    assert kinds == ["Conv2d", "ReLU", "LocalResponseNorm", "MaxPool2d"]
+    one_by_one = [m for m in build_vgg("C", width=0.125).features if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert len(one_by_one) == 3
+
+
+@pytest.mark.parametrize("scheme", ["kaiming", "paper", "glorot"])
+def test_init_schemes(scheme):
+    torch.manual_seed(0)
+    model = build_vgg("A", num_classes=10, width=0.25, head="compact", init=scheme)
+    first = model.features[0].weight
+    assert torch.all(model.features[0].bias == 0)
+    if scheme == "paper":
+        assert abs(first.std().item() - 0.01) < 0.003
+    elif scheme == "kaiming":  # fan_out = 16 * 9
+        assert abs(first.std().item() - (2 / (16 * 9)) ** 0.5) < 0.05
+    with pytest.raises(ValueError, match="valid schemes"):
+        build_vgg("A", width=0.25, init="xavier-ish")
+
+
+def test_bad_inputs_give_clear_errors():
+    model = build_vgg("D", num_classes=10, width=0.125, head="compact")
+    with pytest.raises(ValueError, match=r"build_vgg\('D'\) expects inputs of at least 32x32 pixels \(five 2x2 poolings\); got 16x16"):
+        model(torch.randn(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="expects 3 input channels; got 1"):
+        model(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match=r"add a batch dimension"):
+        model(torch.randn(3, 64, 64))
+    for width in (-1, 0, float("nan")):
+        with pytest.raises(ValueError, match="width must be"):
+            build_vgg("D", width=width)
+    with pytest.raises(ValueError, match="unknown VGG configuration 'Z'.*valid names"):
+        build_vgg("Z")
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+        build_vgg("A", num_classes=0)
+    with pytest.raises(ValueError, match="head must be"):
+        build_vgg("A", head="tiny")
+
+
+def test_load_pretrained_offline_fails_fast_and_says_how(tmp_path, monkeypatch):
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        # Simulate a machine without network even where the test runner has one.
+        monkeypatch.setattr(vgg_utils.models, "_reachable", lambda url, timeout: False)
+        start = time.monotonic()
+        with pytest.raises(PretrainedUnavailableError, match=r"python -m vgg_utils.download vgg16"):
+            load_pretrained("D")
+        assert time.monotonic() - start < 10
+        with pytest.raises(ValueError, match="no ImageNet weights for config 'C'"):
+            load_pretrained("C")
+    finally:
+        torch.hub.set_dir(old)
+
+
+def test_reachability_probe_is_bounded():
+    start = time.monotonic()
+    # A port nothing listens on: refused or timed out, never hanging past the bound.
+    assert vgg_utils.models._reachable("https://127.0.0.1:9/x", timeout=2.0) is False
+    assert time.monotonic() - start < 5
+
+
+def test_load_pretrained_reads_the_torch_hub_cache(tmp_path):
+    """The real loading path, on a weight file the test writes where torch.hub caches downloads."""
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        torch.manual_seed(1)
+        source = torchvision.models.vgg11().eval()
+        path = vgg_utils.weights_path("A")
+        path.parent.mkdir(parents=True)
+        torch.save(source.state_dict(), path)
+        model = load_pretrained("vgg11")
+        assert not model.training
+        x = torch.randn(1, 3, 64, 64)
+        with torch.inference_mode():
+            torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    finally:
+        torch.hub.set_dir(old)
+
+
+def test_imagenet_categories_ship_with_torchvision():
+    cats = vgg_utils.imagenet_categories()
+    assert len(cats) == 1000 and cats[0] == "tench"
