@@ -25,7 +25,8 @@ def _pyproject_requirements() -> dict[str, str]:
 
 def _environment_requirements() -> dict[str, str]:
     reqs = {}
-    for line in (REPO_ROOT / "environment.yml").read_text(encoding="utf-8").splitlines():
+    text = (REPO_ROOT / "environment.yml").read_text(encoding="utf-8")
+    for line in text.split("dependencies:", 1)[1].splitlines():
         match = re.match(r"\s+- ([A-Za-z0-9_.-]+)\s*(>=[^\s#]+)?\s*$", line)
         if match and match.group(1) not in ("python", "pip"):
             name = CONDA_TO_PIP.get(match.group(1).lower(), match.group(1).lower())
