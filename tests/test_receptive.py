@@ -1,0 +1,306 @@
+"""Receptive fields (notebook 02): the recurrence, its empirical check, ERFs and kernel composition."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vgg_utils import (
+    CONFIGS,
+    build_vgg,
+    compose_kernels,
+    effective_receptive_fields,
+    empirical_receptive_field,
+    layer_table,
+    linearise,
+    parse_layer,
+    receptive_field_table,
+)
+
+PAPER_CONFIGS = ("A", "A-LRN", "B", "C", "D", "E")
+
+
+def closed_form(config: str) -> tuple[int, int]:
+    """rf of the last conv and of pool5, written independently of the recurrence.
+
+    In block b (1-based) the jump is 2**(b-1): a 3x3 conv adds 2 * 2**(b-1) = 2**b pixels, a 1x1
+    conv nothing, and each of the first four 2x2 pools adds 2**(b-1) (in all 1 + 2 + 4 + 8 = 15).
+    """
+    block, grow = 1, 0
+    for entry in CONFIGS[config]:
+        spec = parse_layer(entry)
+        if spec.kind == "conv":
+            grow += (spec.kernel - 1) * 2 ** (block - 1)
+        elif spec.kind == "pool":
+            block += 1
+    last_conv = 1 + grow + 15
+    return last_conv, last_conv + 16
+
+
+def rows(table, kind: str):
+    return table[table["type"] == kind]
+
+
+def test_vgg16_numbers() -> None:
+    t = receptive_field_table("D").set_index("layer")
+    assert t.loc["conv1_1", "rf"] == 3
+    assert t.loc["conv1_2", "rf"] == 5
+    assert (t.loc["conv5_3", "rf"], t.loc["conv5_3", "jump"]) == (196, 16)
+    assert (t.loc["pool5", "rf"], t.loc["pool5", "jump"]) == (212, 32)
+    assert t.loc["pool5", "start"] == 15.5  # centre of the first pool5 unit, in input pixels
+    assert t.loc["pool5", "output_size"] == (7, 7)
+    # A model and its features give the same numbers (the table stops at pool5 either way).
+    model = build_vgg("D", width=0.0625)
+    assert receptive_field_table(model)["rf"].tolist() == receptive_field_table("D")["rf"].tolist()
+    features_table = receptive_field_table(model.features)
+    assert features_table["rf"].tolist() == receptive_field_table("D")["rf"].tolist()
+    assert features_table["layer"].tolist() == receptive_field_table("D")["layer"].tolist()
+
+
+@pytest.mark.parametrize("config", PAPER_CONFIGS)
+def test_last_conv_and_pool5(config: str) -> None:
+    table = receptive_field_table(config)
+    expected_conv, expected_pool = closed_form(config)
+    assert rows(table, "Conv2d")["rf"].iloc[-1] == expected_conv
+    assert table["layer"].iloc[-1] == "pool5"
+    assert table["rf"].iloc[-1] == expected_pool
+    assert table["jump"].iloc[-1] == 32
+
+
+def test_closed_form_values() -> None:
+    # The closed form itself, pinned to hand-worked numbers (so a bug in it cannot hide one above).
+    assert {c: closed_form(c) for c in PAPER_CONFIGS} == {
+        "A": (134, 150),
+        "A-LRN": (134, 150),
+        "B": (140, 156),
+        "C": (140, 156),
+        "D": (196, 212),
+        "E": (252, 268),
+    }
+
+
+def test_pointwise_layers_keep_rf() -> None:
+    c = receptive_field_table("C")
+    conv = rows(c, "Conv2d")
+    one_by_one = conv[conv["kernel"] == 1]
+    assert one_by_one["layer"].tolist() == ["conv3_3", "conv4_3", "conv5_3"]
+    for idx in one_by_one.index:
+        assert c.loc[idx, "rf"] == c.loc[idx - 2, "rf"]  # the 3x3 conv two rows above (conv, ReLU)
+        assert c.loc[idx, "jump"] == c.loc[idx - 2, "jump"]
+    lrn = receptive_field_table("A-LRN").set_index("layer")
+    assert lrn.loc["lrn1", "rf"] == lrn.loc["conv1_1", "rf"] == 3
+    plain = receptive_field_table("D")
+    bn = receptive_field_table(build_vgg("D", batch_norm=True, width=0.0625))
+    keep = ["layer", "rf", "jump", "start"]
+    bn_rows = bn[bn["type"].isin(["Conv2d", "MaxPool2d"])][keep].reset_index(drop=True)
+    plain_rows = plain[plain["type"].isin(["Conv2d", "MaxPool2d"])][keep].reset_index(drop=True)
+    assert bn_rows.equals(plain_rows)
+    assert (bn[bn["type"] == "BatchNorm2d"]["rf"].to_numpy() == rows(bn, "Conv2d")["rf"].to_numpy()).all()
+
+
+def test_output_sizes_match_pytorch() -> None:
+    for size in ((3, 224, 224), (3, 100, 150)):
+        ours = receptive_field_table("E", size)
+        torch_table = layer_table("E", size)
+        torch_sizes = dict(zip(torch_table["module"], torch_table["output_shape"], strict=True))
+        for module, out in zip(ours["module"], ours["output_size"], strict=True):
+            assert torch_sizes[module][1:] == out
+
+
+def test_empirical_equals_theory_on_linearised_vgg16() -> None:
+    torch.manual_seed(0)
+    lin = linearise(build_vgg("D", width=0.0625))
+    assert not any(isinstance(m, (nn.ReLU, nn.MaxPool2d)) for m in lin.modules())
+    table = receptive_field_table(lin).set_index("layer")
+    for layer in ("conv1_1", "conv1_2", "pool1", "conv2_2", "conv3_3", "pool3", "conv4_3", "conv5_3", "pool5"):
+        e = empirical_receptive_field(lin, layer)
+        assert e.matches_theory, (layer, e.rows, e.theory_rows)
+        assert e.height == e.width == table.loc[layer, "rf"], layer  # centre unit: not clipped
+    # Off-centre units, including a corner one whose field is cut by the image border.
+    e = empirical_receptive_field(lin, "conv4_1", unit=(10, 20))
+    assert e.matches_theory and e.height == e.width == 60
+    corner = empirical_receptive_field(lin, "conv3_2", unit=(0, 0))
+    assert corner.matches_theory and corner.rows == corner.cols == (0, 17)  # 1.5 + 15.5
+    # Non-negative weights: no cancellation possible, same box.
+    pos = linearise(build_vgg("D", width=0.0625), nonnegative=True)
+    assert empirical_receptive_field(pos, "conv5_1").height == 132
+
+
+def test_empirical_rf_other_configs() -> None:
+    torch.manual_seed(1)
+    e_net = linearise(build_vgg("E", width=0.03125))
+    e = empirical_receptive_field(e_net, "conv5_4", input_size=(3, 288, 288))
+    assert e.matches_theory and e.height == closed_form("E")[0] == 252
+    c_net = linearise(build_vgg("C", width=0.0625))
+    assert empirical_receptive_field(c_net, "conv3_3", input_size=(3, 64, 64)).height == 32
+    assert empirical_receptive_field(c_net, "conv3_2", input_size=(3, 64, 64)).height == 32
+
+
+def test_empirical_on_a_strided_padded_net() -> None:
+    # Strides, odd pool windows and padding that VGG lacks: start and jump must be right too.
+    torch.manual_seed(2)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 5, stride=2, padding=2),
+        nn.AvgPool2d(3, stride=2, padding=1),
+        nn.Conv2d(3, 4, 3, padding=0),
+        nn.Conv2d(4, 2, 4, stride=3, padding=1),
+    )
+    table = receptive_field_table(net, (2, 61, 61))
+    assert table["rf"].tolist() == [5, 9, 17, 29]
+    assert table["jump"].tolist() == [2, 4, 4, 12]
+    for layer in range(4):
+        size = table["output_size"][layer][0]
+        for unit in ((0, 0), (size // 2, size - 1), (size - 1, 1)):
+            e = empirical_receptive_field(net, layer, (2, 61, 61), unit=unit)
+            assert e.matches_theory, (layer, unit, e.rows, e.theory_rows, e.cols, e.theory_cols)
+
+
+def test_real_vgg_gradient_stays_inside_theory() -> None:
+    torch.manual_seed(3)
+    e = empirical_receptive_field(build_vgg("A", width=0.0625), "conv3_2", input_size=(3, 64, 64))
+    assert e.theory_rows[0] <= e.rows[0] <= e.rows[1] <= e.theory_rows[1]
+    assert e.theory_cols[0] <= e.cols[0] <= e.cols[1] <= e.theory_cols[1]
+
+
+@pytest.mark.parametrize(
+    ("shape1", "shape2"),
+    [((4, 3, 3, 3), (5, 4, 3, 3)), ((6, 2, 3, 1), (3, 6, 1, 3)), ((2, 2, 3, 3), (2, 2, 3, 3))],
+)
+def test_compose_kernels_matches_two_convs(shape1, shape2) -> None:
+    g = torch.Generator().manual_seed(4)
+    k1, k2 = torch.randn(shape1, generator=g), torch.randn(shape2, generator=g)
+    x = torch.randn(2, shape1[1], 17, 19, generator=g)
+    twice = F.conv2d(F.conv2d(x, k1), k2)
+    once = F.conv2d(x, compose_kernels(k1, k2))
+    k = compose_kernels(k1, k2)
+    assert k.shape == (shape2[0], shape1[1], shape1[2] + shape2[2] - 1, shape1[3] + shape2[3] - 1)
+    assert ((once - twice).norm() / twice.norm()).item() < 1e-5
+    # With zero padding the identity still holds away from the outer ring of pixels.
+    padded = F.conv2d(F.conv2d(x, k1, padding="same"), k2, padding="same")
+    if shape1[-2:] == shape2[-2:] == (3, 3):
+        single = F.conv2d(x, k, padding=2)
+        inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+        assert torch.allclose(single[inner], padded[inner], rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(single, padded, rtol=1e-4, atol=1e-4)
+
+
+def test_compose_kernels_single_channel_and_errors() -> None:
+    a, b = torch.randn(3, 3, dtype=torch.float64), torch.randn(3, 3, dtype=torch.float64)
+    k = compose_kernels(a, b)
+    assert k.shape == (5, 5)
+    # Hand-written full convolution: K[s, t] = sum_{p+u=s, q+v=t} b[p, q] a[u, v].
+    ref = torch.zeros(5, 5, dtype=torch.float64)
+    for p in range(3):
+        for q in range(3):
+            ref[p : p + 3, q : q + 3] += b[p, q] * a
+    assert torch.allclose(k, ref)
+    col, row = torch.randn(3, 1), torch.randn(1, 3)
+    assert torch.linalg.matrix_rank(compose_kernels(col, row)) == 1  # 3x1 then 1x3: separable
+    with pytest.raises(ValueError, match="input channels"):
+        compose_kernels(torch.randn(4, 3, 3, 3), torch.randn(5, 2, 3, 3))
+    with pytest.raises(ValueError, match="shaped"):
+        compose_kernels(torch.randn(3, 3), torch.randn(1, 1, 3, 3))
+
+
+def test_unsupported_modules_are_refused() -> None:
+    dilated = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, dilation=2))
+    with pytest.raises(ValueError, match=r"2 \(Conv2d.*dilat.*Supported: Conv2d"):
+        receptive_field_table(dilated)
+    with pytest.raises(TypeError, match=r"1 \(Upsample\): unknown module type. Supported"):
+        receptive_field_table(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Upsample(scale_factor=2)))
+    with pytest.raises(TypeError, match="global"):
+        receptive_field_table(nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1)))
+    with pytest.raises(ValueError, match="not square"):
+        receptive_field_table(nn.Sequential(nn.Conv2d(3, 8, (3, 1))))
+    with pytest.raises(TypeError, match="VGG model"):
+        receptive_field_table(nn.Conv2d(3, 8, 3))
+    with pytest.raises(ValueError, match="too small"):
+        receptive_field_table("D", (3, 16, 16))
+    with pytest.raises(ValueError, match="unknown layer 'conv6_1'"):
+        empirical_receptive_field(nn.Sequential(nn.Conv2d(3, 4, 3)), "conv6_1", (3, 9, 9))
+
+
+def test_erf_of_a_linear_box_stack_is_binomial() -> None:
+    # n all-ones 3x3 convs: the gradient map is the n-fold convolution of a box, a discrete
+    # Gaussian with sigma = sqrt(2n / 3) (variance of a uniform step in {-1, 0, 1} is 2/3).
+    n = 6
+    convs = [nn.Conv2d(1, 1, 3, padding=1, bias=False) for _ in range(n)]
+    for conv in convs:
+        nn.init.ones_(conv.weight)
+    net = nn.Sequential(*convs)
+    layers = [f"conv1_{i}" for i in (n, 2, 1)]
+    erfs = effective_receptive_fields(net, layers, (1, 31, 31), n_samples=2, batch_size=1)
+    assert [e.layer for e in erfs] == layers
+    for e, depth in zip(erfs, (n, 2, 1), strict=True):
+        assert math.isclose(float(e.map.sum()), 1.0, rel_tol=1e-5)
+        assert math.isclose(e.sigma, math.sqrt(2 * depth / 3), rel_tol=1e-4)
+        assert e.rf == 2 * depth + 1 and e.size_at(1.0) == e.rf and not e.clipped
+    one_d = torch.tensor([1.0])
+    for _ in range(n):
+        one_d = torch.nn.functional.conv1d(one_d.view(1, 1, -1), torch.ones(1, 1, 3), padding=2).flatten()
+    expected = torch.outer(one_d, one_d) / one_d.sum() ** 2
+    assert torch.allclose(erfs[0].map[15 - n : 16 + n, 15 - n : 16 + n], expected, atol=1e-6)
+    assert erfs[0].size_at(0.5) < erfs[0].rf
+
+
+def test_erf_of_vgg_is_smaller_than_rf() -> None:
+    torch.manual_seed(5)
+    erfs = effective_receptive_fields(
+        build_vgg("B", width=0.0625), ["conv3_2", "conv4_2"], (3, 96, 96), n_samples=2, batch_size=2
+    )
+    for e in erfs:
+        assert not e.clipped
+        assert e.sigma < e.rf / 4
+        assert e.size_at(0.5) < e.size <= e.rf
+    # Inputs passed explicitly decide the size (the default input_size is 224).
+    given = effective_receptive_fields(
+        build_vgg("B", width=0.0625), ["conv3_2"], inputs=torch.randn(2, 3, 96, 96)
+    )
+    assert given[0].map.shape == (96, 96) and given[0].unit == (11, 11)
+
+
+def test_plots_draw_titled_labelled_figures() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vgg_utils import (
+        plot_erf_growth,
+        plot_erf_maps,
+        plot_erf_profile,
+        plot_gradient_maps,
+        plot_kernels,
+        plot_path_counts,
+        plot_rf_by_layer,
+    )
+
+    grid = torch.zeros(7, 7)
+    grid[2:5, 2:5] = 1
+    convs = nn.Sequential(*[nn.Conv2d(1, 1, 3, padding=1) for _ in range(3)])
+    erfs = effective_receptive_fields(convs, ["conv1_1", "conv1_3"], (1, 21, 21), n_samples=1)
+    df = pd.DataFrame([e.summary() for e in erfs])
+    figures = [
+        plot_path_counts([grid, grid]),
+        plot_kernels({"a": torch.randn(3, 3), "b": torch.randn(5, 5)}, title="kernels"),
+        plot_rf_by_layer(receptive_field_table("D")),
+        plot_gradient_maps({"g": grid}, {"g": ((2, 4), (2, 4))}),
+        plot_erf_maps(erfs, title="maps", columns=2),
+        plot_erf_profile(erfs[1]),
+        plot_erf_growth(df, other=df),
+    ]
+    try:
+        for fig in figures:
+            axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.axison]
+            assert axes
+            for ax in axes:
+                assert ax.get_title() and ax.get_ylabel(), fig
+            assert axes[-1].get_xlabel(), fig  # shared x axes are labelled at the bottom
+        assert len(figures[2].axes[0].patches) == 18  # one bar per conv/pool layer of VGG16
+    finally:
+        plt.close("all")
