@@ -1,0 +1,340 @@
+"""Datasets as tensors: CIFAR-10, your own image folders, and the choice between them offline.
+
+Taught in ``04_training.ipynb``. Every dataset the course trains on is an :class:`ImageTensors`:
+all images in one ``(N, 3, H, W)`` tensor, labels in one ``int64`` tensor, and the class names.
+A whole CIFAR-10 training set is 150 MB as ``uint8``, so it fits on any GPU; the trainer slices
+batches straight from it (no ``DataLoader``, no per-image Python work), as airbench does.
+
+Sources, in the order :func:`load_cifar10` tries them with ``source="auto"``:
+
+1. torchvision's CIFAR-10 pickles, cached under :func:`vgg_utils.cache_dir`;
+2. the JPEG copy that development machines keep at ``../shared/data/cifar10`` beside the
+   checkout (unpacked once into the system temp folder, never into the repository);
+3. a download through ``torchvision.datasets.CIFAR10(download=True)`` when the host answers.
+
+Offline and with nothing cached, :func:`default_dataset` falls back to the built-in
+:class:`vgg_utils.ShapesDataset` and says so in one printed line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .models import _reachable
+from .runtime import REPO_ROOT, cache_dir
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+#: The JPEG ImageFolder copy of CIFAR-10 on development machines (see its README.md).
+SHARED_CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10"
+_JPEG_TARBALL = "cifar10-jpeg-imagefolder.tar.gz"
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A dataset is neither cached nor downloadable; the message says what was tried."""
+
+
+@dataclass(repr=False)
+class ImageTensors:
+    """A labelled image set held as tensors, ready to move to a device and slice into batches.
+
+    ``images``: ``(N, 3, H, W)``, either ``uint8`` (0-255, 4x smaller: real photos) or a float
+    dtype in [0, 1] (the shapes dataset). ``labels``: ``(N,)`` ``int64``. ``classes``: the names,
+    ``classes[label]``; ``source`` a note on where they came from. Indexing gives ``(float image in [0, 1], int label)`` like a torchvision
+    dataset, so it also works with a ``DataLoader``. Taught in ``04_training.ipynb``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    source: str = ""  # where the images came from, e.g. "CIFAR-10 train (torchvision cache)"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, torch.Tensor) or self.images.dim() != 4:
+            raise ValueError(
+                "images must be a tensor shaped (N, C, H, W); got "
+                f"{getattr(self.images, 'shape', type(self.images).__name__)}"
+            )
+        if self.images.dtype != torch.uint8 and not self.images.is_floating_point():
+            raise TypeError(f"images must be uint8 (0-255) or float (0-1); got {self.images.dtype}")
+        self.labels = torch.as_tensor(self.labels, dtype=torch.int64)
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(
+                f"labels must have shape ({len(self.images)},), one per image; "
+                f"got {tuple(self.labels.shape)}"
+            )
+        self.classes = list(self.classes)
+        if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(
+            self.classes
+        ):
+            raise ValueError(
+                f"labels must lie in [0, {len(self.classes) - 1}] for {len(self.classes)} classes; "
+                f"got [{int(self.labels.min())}, {int(self.labels.max())}]"
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return to_float(self.images[index]), int(self.labels[index])
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(s) for s in self.images.shape[1:])
+        return (
+            f"{type(self).__name__}(n={len(self)}, image={shape}, dtype={self.images.dtype}, "
+            f"classes={len(self.classes)}, device={self.images.device})"
+        )
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images."""
+        return tuple(self.images.shape[-2:])  # type: ignore[return-value]
+
+    def to(self, device: torch.device | str) -> ImageTensors:
+        """The same data on ``device`` (images keep their dtype: ``uint8`` stays small)."""
+        return ImageTensors(self.images.to(device), self.labels.to(device), self.classes, self.source)
+
+    def subset(self, indices: torch.Tensor | Sequence[int] | slice) -> ImageTensors:
+        """The images at ``indices`` (a slice, a list or an index tensor)."""
+        if not isinstance(indices, slice):
+            indices = torch.as_tensor(indices, dtype=torch.int64, device=self.labels.device)
+        return ImageTensors(self.images[indices], self.labels[indices], self.classes, self.source)
+
+    def class_counts(self) -> torch.Tensor:
+        """Images per class, ``(num_classes,)``."""
+        return torch.bincount(self.labels.cpu(), minlength=len(self.classes))
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """``uint8`` 0-255 -> ``float32`` 0-1; float images pass through unchanged."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255)
+    if not images.is_floating_point():
+        raise TypeError(f"images must be uint8 (0-255) or float (0-1); got {images.dtype}")
+    return images
+
+
+def _random_subset(labels: torch.Tensor, n: int | None, seed: int) -> torch.Tensor | None:
+    """``n`` indices drawn at random (seeded): classes in about their proportions, unlike the
+    first ``n`` of a folder sorted by class. ``None`` for all."""
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer or None (all images); got {n!r}")
+    if n > len(labels):
+        raise ValueError(f"asked for n={n} images but the split has only {len(labels)}")
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    return perm[:n]
+
+
+def _square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize so the smaller side is ``size`` (antialiased), then centre-crop to ``size x size``."""
+    h, w = images.shape[-2:]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        new = (max(size, round(h * scale)), max(size, round(w * scale)))
+        images = F.interpolate(images.float(), size=new, mode="bilinear", antialias=True)
+        top, left = (new[0] - size) // 2, (new[1] - size) // 2
+        images = images[..., top : top + size, left : left + size].round().clamp(0, 255)
+        images = images.to(torch.uint8)
+    return images
+
+
+def load_image_folder(
+    path: str | os.PathLike,
+    image_size: int | None = None,
+    *,
+    n: int | None = None,
+    seed: int = 0,
+) -> ImageTensors:
+    """Load an ImageFolder tree (``path/<class>/<image>``) into ``uint8`` :class:`ImageTensors`.
+
+    Files are listed by ``torchvision.datasets.ImageFolder`` (so classes are the sorted folder
+    names) and decoded with Pillow. ``image_size`` resizes each image so its smaller
+    side is ``image_size`` and centre-crops a square (needed when your photos differ in size);
+    ``None`` keeps the size, which must then be the same for all. ``n`` keeps a seeded random
+    subset of ``n`` images (only those are decoded). Taught in ``04_training.ipynb``.
+    """
+    import numpy as np
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist (expected {root}/<class>/*.jpg)")
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+    ):
+        raise ValueError(f"image_size must be a positive integer or None; got {image_size!r}")
+    folder = ImageFolder(str(root), loader=lambda p: p)  # list files only; we decode in batch
+    labels = torch.tensor(folder.targets, dtype=torch.int64)
+    chosen = _random_subset(labels, n, seed)
+    order = chosen.tolist() if chosen is not None else range(len(labels))
+    images = []
+    for i in order:
+        with Image.open(folder.samples[i][0]) as file:
+            image = torch.from_numpy(np.array(file.convert("RGB"))).permute(2, 0, 1)
+        images.append(_square(image[None], image_size)[0] if image_size else image)
+    sizes = {tuple(im.shape) for im in images}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"images in {root} differ in size ({sorted(sizes)[:3]}...); pass image_size=... "
+            "to resize them to one square size"
+        )
+    stacked = torch.stack(images) if images else torch.empty(0, 3, 1, 1, dtype=torch.uint8)
+    labels = labels[chosen] if chosen is not None else labels
+    return ImageTensors(stacked, labels, folder.classes, source=f"image folder {root}")
+
+
+def shared_cifar10_jpeg(extract_to: str | os.PathLike | None = None) -> Path | None:
+    """The unpacked JPEG copy of CIFAR-10 (``train/`` and ``test/`` ImageFolders), or ``None``.
+
+    Looks for ``../shared/data/cifar10/cifar10-jpeg-imagefolder.tar.gz`` beside the checkout
+    (development machines and CI; a user's clone has none) and unpacks it once, about a second,
+    into ``extract_to`` (default: the system temp folder, never the repository).
+    """
+    tarball = SHARED_CIFAR10 / _JPEG_TARBALL
+    if not tarball.is_file():
+        return None
+    stat = tarball.stat()
+    base = Path(extract_to) if extract_to else Path(tempfile.gettempdir())
+    target = base / f"vgg_course_cifar10_jpeg_{stat.st_size}_{int(stat.st_mtime)}"
+    if (target / ".complete").is_file():
+        return target
+    # Unpack into a private folder and rename: parallel test runs never see half a tree.
+    base.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="unpacking_", dir=base))
+    try:
+        with tarfile.open(tarball) as tar:
+            # The "data" filter refuses absolute paths and links out of the folder (Python >= 3.10.12).
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(scratch, **safe)
+        (scratch / ".complete").touch()
+        try:
+            scratch.rename(target)
+        except OSError:  # another process finished first
+            if not (target / ".complete").is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def _cifar10_cached(root: Path) -> bool:
+    """Are torchvision's six CIFAR-10 pickles in ``root``? (``CIFAR10`` checks their MD5 sums.)"""
+    from torchvision.datasets import CIFAR10
+
+    folder = root / CIFAR10.base_folder
+    return all((folder / name).is_file() for name, _ in CIFAR10.train_list + CIFAR10.test_list)
+
+
+def load_cifar10(
+    split: str = "train",
+    n: int | None = None,
+    *,
+    source: str = "auto",
+    timeout: float = 3.0,
+    seed: int = 0,
+    verbose: bool = False,
+) -> ImageTensors:
+    """CIFAR-10 as ``uint8`` :class:`ImageTensors` (``split="train"``: 50,000, ``"test"``: 10,000).
+
+    ``source``: ``"auto"`` tries torchvision's cache, then the shared JPEG copy, then a download;
+    ``"torchvision"`` only the cache and download; ``"jpeg"`` only the shared copy (whose JPEG
+    step costs a little accuracy: say so when you report numbers from it). Offline, the download
+    is skipped after a ``timeout``-second reachability check and :class:`DatasetUnavailableError`
+    says what was tried. ``n`` keeps a seeded random subset. Taught in ``04_training.ipynb``.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    if source not in ("auto", "torchvision", "jpeg"):
+        raise ValueError(f"source must be 'auto', 'torchvision' or 'jpeg'; got {source!r}")
+    tried, how = [], None
+    root = cache_dir()
+    if source in ("auto", "torchvision"):
+        if _cifar10_cached(root):
+            how = f"torchvision cache in {root}"
+        else:
+            tried.append(f"not cached in {root}")
+    if how is None and source in ("auto", "jpeg"):
+        folder = shared_cifar10_jpeg()
+        if folder is not None:
+            data = load_image_folder(folder / split, n=n, seed=seed)
+            data.source = f"CIFAR-10 {split} (JPEG copy in ../shared/data/cifar10, slightly lossy)"
+            if verbose:
+                print(data.source)
+            return data
+        tried.append(f"no JPEG copy at {SHARED_CIFAR10}")
+    if how is None and source in ("auto", "torchvision"):
+        if _reachable(CIFAR10_URL, timeout):
+            how = f"downloaded to {root}"
+        else:
+            tried.append(f"www.cs.toronto.edu unreachable within {timeout:g} s")
+    if how is None:
+        raise DatasetUnavailableError(
+            "CIFAR-10 is unavailable: " + "; ".join(tried) + ". On a connected machine run\n"
+            "    python -c \"import vgg_utils; vgg_utils.load_cifar10('train')\"\n"
+            f"and copy {root}/cifar-10-batches-py along (or set VGG_DATA_DIR)."
+        )
+    from torchvision.datasets import CIFAR10
+
+    try:
+        dataset = CIFAR10(str(root), train=split == "train", download=how.startswith("downloaded"))
+    except RuntimeError as err:  # torchvision's MD5 check failed
+        raise DatasetUnavailableError(
+            f"CIFAR-10 files in {root / CIFAR10.base_folder} are incomplete or corrupt ({err}); "
+            "delete that folder and load again to re-download"
+        ) from err
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+    source_note = f"CIFAR-10 {split} ({how})"
+    data = ImageTensors(images, torch.tensor(dataset.targets), list(dataset.classes), source_note)
+    if verbose:
+        print(source_note)
+    chosen = _random_subset(data.labels, n, seed)
+    return data if chosen is None else data.subset(chosen)
+
+
+def default_dataset(
+    n_train: int | None = None,
+    n_test: int | None = None,
+    *,
+    image_size: int = 32,
+    seed: int = 0,
+    timeout: float = 3.0,
+) -> tuple[ImageTensors, ImageTensors]:
+    """``(train, test)``: CIFAR-10 when cached or downloadable, else the built-in shapes dataset.
+
+    Prints one line saying which and why. ``n_train``/``n_test`` take seeded subsets (``None``:
+    all of CIFAR-10, or 10,000/2,000 shapes). ``image_size`` is the shapes' size; CIFAR-10 is
+    resized only if it differs from 32. Taught in ``04_training.ipynb``.
+    """
+    try:
+        train = load_cifar10("train", n_train, timeout=timeout, seed=seed)
+        test = load_cifar10("test", n_test, timeout=timeout, seed=seed)
+    except DatasetUnavailableError as err:
+        from .shapes import ShapesDataset
+
+        reason = str(err).split(". On a connected")[0].removeprefix("CIFAR-10 is unavailable: ")
+        print(f"dataset: shapes ({image_size}x{image_size}), because CIFAR-10 is unavailable ({reason})")
+        kwargs = dict(image_size=image_size, seed=seed, dtype=torch.uint8)
+        return (
+            ShapesDataset(n_train or 10_000, split="train", **kwargs),
+            ShapesDataset(n_test or 2_000, split="test", **kwargs),
+        )
+    if image_size != 32:
+        train = ImageTensors(_square(train.images, image_size), train.labels, train.classes, train.source)
+        test = ImageTensors(_square(test.images, image_size), test.labels, test.classes, test.source)
+    where = train.source.replace("CIFAR-10 train ", "", 1)
+    print(f"dataset: CIFAR-10 {where}: {len(train)} train / {len(test)} test images")
+    return train, test
