@@ -476,7 +476,8 @@ def plot_history(history: pd.DataFrame, *, title: str | None = None, axes=None):
     for split, style in (("train", "-o"), ("test", "-s")):
         axes[0].plot(history["epoch"], history[f"{split}_loss"], style, ms=3, label=split)
         axes[1].plot(history["epoch"], 100 * history[f"{split}_acc"], style, ms=3, label=split)
-    drops = history["epoch"][history["lr"] < history["lr"].shift(1) * 0.5]  # step-downs only
+    # A step schedule's epoch-mean lr falls by exactly x0.1; one-cycle's falls smoothly: no lines.
+    drops = history["epoch"][((history["lr"] / history["lr"].shift(1)) - 0.1).abs() < 1e-6]
     for ax, ylabel in zip(axes, ("cross-entropy loss (nats)", "accuracy (%)"), strict=True):
         for epoch in drops:
             ax.axvline(epoch - 0.5, color="gray", ls=":", lw=1)
