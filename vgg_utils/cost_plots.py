@@ -14,18 +14,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
+from .plots import _check_columns
+
 VGG_COLOUR = "#C44E52"
 #: Marker area (points^2) per million parameters: VGG16's 138 M gives a bubble of ~415 pt^2.
 AREA_PER_MPARAM = 3.0
 _FAMILY_PALETTE = plt.get_cmap("tab20").colors
-
-
-def _check_columns(df: pd.DataFrame, needed: tuple[str, ...], what: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{what} must be a pandas DataFrame; got {type(df).__name__}")
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} lacks columns {missing}; it needs {list(needed)}")
 
 
 def family_colours(families) -> dict[str, str | tuple]:
