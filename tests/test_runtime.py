@@ -35,3 +35,14 @@ def test_data_dir_default_and_override(monkeypatch, tmp_path):
     assert data_dir() == REPO_ROOT / "data"
     monkeypatch.setenv("VGG_DATA_DIR", str(tmp_path))
     assert data_dir() == tmp_path
+
+
+def test_module_device_and_cpu_bf16_probe():
+    from vgg_utils import cpu_bf16_support, cpu_fast_bf16, module_device
+
+    assert module_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
+    assert module_device(torch.nn.ReLU()) == torch.device("cpu")  # no parameters: CPU
+    with torch.device("meta"):
+        assert module_device(torch.nn.Linear(2, 2)).type == "meta"
+    assert cpu_bf16_support() in {"AMX-BF16", "AVX512-BF16", "none"}
+    assert cpu_fast_bf16() == (cpu_bf16_support() != "none")

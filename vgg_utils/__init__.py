@@ -55,7 +55,6 @@ from .image_grid import plot_image_grid
 from .latency import (
     LatencyResult,
     combine_results,
-    cpu_bf16_support,
     latency_table,
     measure_latency,
 )
@@ -94,7 +93,18 @@ from .rf_plots import (
     plot_path_counts,
     plot_rf_by_layer,
 )
-from .runtime import FAST, REPO_ROOT, cache_dir, data_dir, get_device, is_fast, seed_everything
+from .runtime import (
+    FAST,
+    REPO_ROOT,
+    cache_dir,
+    cpu_bf16_support,
+    cpu_fast_bf16,
+    data_dir,
+    get_device,
+    is_fast,
+    module_device,
+    seed_everything,
+)
 from .shapes import SHAPE_CLASSES, ShapesDataset, mask_boxes, render_shapes
 from .training import (
     CheckpointError,
@@ -102,7 +112,6 @@ from .training import (
     auto_bf16,
     auto_channels_last,
     confusion_matrix,
-    cpu_fast_bf16,
     evaluate,
     init_from_shallower,
     load_checkpoint,
@@ -172,6 +181,7 @@ __all__ = [
     "load_image_folder",
     "load_pretrained",
     "make_features",
+    "module_device",
     "mask_boxes",
     "mean_rgb",
     "measure_latency",

@@ -12,11 +12,12 @@ import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
+
+from .runtime import module_device
 
 _AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
@@ -59,12 +60,6 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def measure_latency(
     model: nn.Module,
     input_size: tuple[int, int, int] = (3, 224, 224),
@@ -105,7 +100,7 @@ def measure_latency(
         threads = _check_positive_int("threads", threads, 1, " (CPU threads)")
 
     if device is None:
-        device = _model_device(model)
+        device = module_device(model)
     else:
         device = torch.device(device)
         model.to(device)
@@ -220,28 +215,3 @@ def latency_table(
         row.pop("times_ms")
         rows.append({"model": name, **row})
     return pd.DataFrame(rows)
-
-
-def cpu_bf16_support() -> str:
-    """What this CPU offers for bfloat16 matrix products, read from Linux's ``/proc/cpuinfo``.
-
-    ``"AMX-BF16"`` (Intel Sapphire Rapids and later: tile units), ``"AVX512-BF16"`` (a bf16 dot
-    product instruction: Intel Cooper Lake, AMD Zen 4/5), ``"none"`` (bf16 is converted to fp32 and
-    usually slower) or ``"unknown"`` (not Linux). Taught in ``03_efficiency.ipynb``.
-    """
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "unknown"
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    if not flags:
-        return "unknown"
-    if "amx_bf16" in flags:
-        return "AMX-BF16"
-    if "avx512_bf16" in flags:
-        return "AVX512-BF16"
-    return "none"

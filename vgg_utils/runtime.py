@@ -63,3 +63,30 @@ def cache_dir() -> Path:
     path = data_dir() / "cache"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for a module with neither)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def cpu_bf16_support() -> str:
+    """What this CPU offers for bfloat16 matrix products, as PyTorch's own CPU probes see it.
+
+    ``"AMX-BF16"`` (Intel Sapphire Rapids and later: tile units), ``"AVX512-BF16"`` (a bf16 dot
+    product instruction: Intel Cooper Lake, AMD Zen 4/5) or ``"none"`` (bf16 is converted to fp32
+    and usually slower). Taught in ``03_efficiency.ipynb``; decides bf16 defaults in training.
+    """
+    probes = (("AMX-BF16", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported"))
+    for name, probe in probes:
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check():
+            return name
+    return "none"
+
+
+def cpu_fast_bf16() -> bool:
+    """Does this CPU multiply bf16 natively (AMX or AVX512-BF16)? Without either it is emulated."""
+    return cpu_bf16_support() != "none"

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageTensors, to_float
-from .runtime import get_device
+from .runtime import cpu_fast_bf16, get_device, module_device
 
 SCHEDULES = ("plateau", "onecycle", "constant")
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"]
@@ -45,16 +45,6 @@ class Evaluation(NamedTuple):
 
 
 # --- where bf16 and channels-last pay ------------------------------------------------------------
-
-
-def cpu_fast_bf16() -> bool:
-    """Does this CPU multiply bf16 natively: AMX tiles (Intel Sapphire Rapids and later) or
-    AVX512-BF16 (Intel Cooper Lake, AMD Zen 4/5)? Without either, bf16 is emulated and slower."""
-    for check in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        probe = getattr(torch.cpu, check, None)
-        if probe is not None and probe():
-            return True
-    return False
 
 
 def auto_bf16(device: torch.device | str) -> bool:
@@ -86,11 +76,6 @@ def _as_tensors(data, name: str) -> ImageTensors:
     )
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 # --- evaluation ----------------------------------------------------------------------------------
 
 
@@ -105,7 +90,7 @@ def predict(
 ) -> torch.Tensor:
     """Logits ``(N, num_classes)`` (float32, on the model's device) for every image, in eval mode."""
     data = _as_tensors(data, "data")
-    device = _model_device(model)
+    device = module_device(model)
     bf16 = auto_bf16(device) if bf16 is None else bf16
     transform = transform or to_float
     was_training = model.training
