@@ -37,28 +37,15 @@ import torch
 import torch.nn.functional as F
 
 from vgg_utils import (
-    DatasetUnavailableError,
     PaperAugment,
-    ShapesDataset,
     auto_bf16,
     auto_channels_last,
     build_vgg,
+    default_dataset,
     get_device,
-    load_cifar10,
     seed_everything,
     train,
 )
-
-
-def load_data(n_train: int | None, n_test: int | None):
-    """CIFAR-10 (torchvision cache, shared JPEG copy or download), else the shapes dataset."""
-    try:
-        return load_cifar10("train", n_train), load_cifar10("test", n_test)
-    except DatasetUnavailableError as err:
-        print(f"CIFAR-10 unavailable ({str(err).splitlines()[0][:120]}...): using the shapes dataset")
-        kwargs = dict(image_size=32, dtype=torch.uint8)
-        return (ShapesDataset(n_train or 10_000, split="train", **kwargs),
-                ShapesDataset(n_test or 2_000, split="test", **kwargs))  # fmt: skip
 
 
 class PILImages(torch.utils.data.Dataset):
@@ -104,7 +91,7 @@ def throughput(args) -> None:
 
     device = get_device(args.device)
     workers = args.workers if args.workers is not None else (2 if device.type == "cuda" else 0)
-    train_data, _ = load_data(args.n_train, 100)
+    train_data, _ = default_dataset(args.n_train, 100)
     seed_everything(0)
     model = build_vgg(args.config, len(train_data.classes), batch_norm=True, width=args.width,
                       head="compact")  # fmt: skip
@@ -168,7 +155,7 @@ def throughput(args) -> None:
 
 def time_to_accuracy(args) -> None:
     device = get_device(args.device)
-    train_data, test_data = load_data(args.n_train, args.n_test)
+    train_data, test_data = default_dataset(args.n_train, args.n_test)
     augment = PaperAugment.from_data(train_data, 32, (32, 40), color=False)
     seed_everything(0)
     # Warm-up on a throwaway copy so kernel selection / lazy CUDA init is not in the timing.
