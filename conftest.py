@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from pathlib import Path
 
 import matplotlib
 
 # Headless figures in tests and in nbval kernels started from here.
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# The development machines keep CIFAR-10 as JPEG image folders beside the checkout; point the
+# course at it through the setting any user has (VGG_CIFAR10_DIR). Elsewhere nothing is set and
+# the tests that need real images skip with a reason.
+_LOCAL_CIFAR10 = Path(__file__).resolve().parent.parent / "shared/data/cifar10/cifar10-jpeg-imagefolder.tar.gz"
+if _LOCAL_CIFAR10.is_file():
+    os.environ.setdefault("VGG_CIFAR10_DIR", str(_LOCAL_CIFAR10))
 matplotlib.use("Agg")
 
 _NOTEBOOK_SECONDS: dict[str, float] = defaultdict(float)

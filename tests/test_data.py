@@ -192,15 +192,15 @@ def test_load_image_folder(tmp_path):
 
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
-    """No CIFAR-10 anywhere: an empty cache, no ../shared copy, no network."""
+    """No CIFAR-10 anywhere: an empty cache, no local copy, no network."""
     monkeypatch.setenv("VGG_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(data_module, "SHARED_CIFAR10", tmp_path / "no_shared")
+    monkeypatch.delenv("VGG_CIFAR10_DIR", raising=False)
     monkeypatch.setattr(data_module, "_reachable", lambda url, timeout: False)
 
 
 def test_cifar10_offline_fails_fast_and_clearly(offline):
     start = time.perf_counter()
-    with pytest.raises(vgg_utils.DatasetUnavailableError, match="not cached.*no JPEG copy.*unreachable"):
+    with pytest.raises(vgg_utils.DatasetUnavailableError, match="not cached.*VGG_CIFAR10_DIR not set.*unreachable"):
         vgg_utils.load_cifar10("train")
     assert time.perf_counter() - start < 5
     with pytest.raises(ValueError, match="split must be"):
@@ -251,14 +251,60 @@ def test_cifar10_from_the_torchvision_cache(offline, monkeypatch, tmp_path):
         vgg_utils.load_cifar10("test")
 
 
-def test_shared_cifar10_jpeg_copy():
-    if vgg_utils.shared_cifar10_jpeg() is None:
-        pytest.skip(f"no shared CIFAR-10 JPEG copy at {data_module.SHARED_CIFAR10} (only on dev/CI machines)")
-    data = vgg_utils.load_cifar10("test", n=300, source="jpeg")
+def test_cifar10_from_a_local_image_folder_copy():
+    if vgg_utils.local_cifar10_folder() is None:
+        pytest.skip("VGG_CIFAR10_DIR is not set (conftest sets it on machines that keep a JPEG copy)")
+    data = vgg_utils.load_cifar10("test", n=300, source="folder")
     assert data.images.shape == (300, 3, 32, 32) and data.images.dtype == torch.uint8
     assert tuple(data.classes) == vgg_utils.CIFAR10_CLASSES
     assert data.class_counts().min() > 10  # a random subset, not the first class folder
-    assert "JPEG" in data.source
+    assert "JPEG" in data.source and "VGG_CIFAR10_DIR" in data.source
+
+
+def _fake_cifar_folder(root, ext=".png", classes=vgg_utils.CIFAR10_CLASSES, size=32):
+    for split in ("train", "test"):
+        for k, name in enumerate(classes):
+            image = torch.full((3, size, size), 20 * k, dtype=torch.uint8)
+            (root / split / name).mkdir(parents=True)
+            _write_png(image, root / split / name / f"0{ext}")
+    return root
+
+
+def test_local_cifar10_folder_setting(monkeypatch, tmp_path):
+    monkeypatch.setenv("VGG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(data_module, "_reachable", lambda url, timeout: False)
+    monkeypatch.delenv("VGG_CIFAR10_DIR", raising=False)
+    assert vgg_utils.local_cifar10_folder() is None
+    # A folder with train/ and test/ ImageFolders (PNG: lossless, so the note says nothing of JPEG).
+    root = _fake_cifar_folder(tmp_path / "cifar")
+    monkeypatch.setenv("VGG_CIFAR10_DIR", str(root))
+    test = vgg_utils.load_cifar10("test")
+    assert len(test) == 10 and test.labels.tolist() == list(range(10))
+    assert "VGG_CIFAR10_DIR" in test.source and "JPEG" not in test.source
+    assert test.images[3].unique().tolist() == [60]
+    # The same folder as a .tar.gz archive, unpacked once into extract_to.
+    import tarfile
+
+    archive = tmp_path / "cifar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="cifar")
+    monkeypatch.setenv("VGG_CIFAR10_DIR", str(archive))
+    unpacked = vgg_utils.local_cifar10_folder(extract_to=tmp_path / "x")
+    assert (unpacked / "train" / "cat").is_dir() and unpacked.is_relative_to(tmp_path / "x")
+    assert vgg_utils.local_cifar10_folder(extract_to=tmp_path / "x") == unpacked  # once
+    # A typo is an error, not a silent fallback to the shapes.
+    monkeypatch.setenv("VGG_CIFAR10_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(vgg_utils.DatasetUnavailableError, match="neither a folder nor"):
+        vgg_utils.load_cifar10("test")
+    monkeypatch.setenv("VGG_CIFAR10_DIR", str(root / "train"))
+    with pytest.raises(vgg_utils.DatasetUnavailableError, match="has no train/ folder"):
+        vgg_utils.load_cifar10("test")
+    other = _fake_cifar_folder(tmp_path / "other", classes=("a", "b"))
+    monkeypatch.setenv("VGG_CIFAR10_DIR", str(other))
+    with pytest.raises(vgg_utils.DatasetUnavailableError, match="CIFAR-10 has"):
+        vgg_utils.load_cifar10("test", source="folder")
+    with pytest.raises(ValueError, match="source must be"):
+        vgg_utils.load_cifar10("test", source="jpeg")
 
 
 def test_a_small_vgg_learns_the_shapes():

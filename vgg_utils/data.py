@@ -8,8 +8,10 @@ batches straight from it (no ``DataLoader``, no per-image Python work), as airbe
 Sources, in the order :func:`load_cifar10` tries them with ``source="auto"``:
 
 1. torchvision's CIFAR-10 pickles, cached under :func:`vgg_utils.cache_dir`;
-2. the JPEG copy that development machines keep at ``../shared/data/cifar10`` beside the
-   checkout (unpacked once into the system temp folder, never into the repository);
+2. a local copy as image folders, named by the ``VGG_CIFAR10_DIR`` environment variable: a folder
+   holding ``train/<class>/*`` and ``test/<class>/*`` (PNG or JPEG), or a ``.tar.gz`` of such a
+   folder (unpacked once into the system temp folder, never into the repository). Handy for a
+   classroom server or a USB stick that already has CIFAR-10 as images;
 3. a download through ``torchvision.datasets.CIFAR10(download=True)`` when the host answers.
 
 Offline and with nothing cached, :func:`default_dataset` falls back to the built-in
@@ -30,15 +32,14 @@ import torch
 import torch.nn.functional as F
 
 from .models import _reachable
-from .runtime import REPO_ROOT, cache_dir
+from .runtime import cache_dir
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-#: The JPEG ImageFolder copy of CIFAR-10 on development machines (see its README.md).
-SHARED_CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10"
-_JPEG_TARBALL = "cifar10-jpeg-imagefolder.tar.gz"
+#: The environment variable that names a local image-folder copy of CIFAR-10 (folder or .tar.gz).
+CIFAR10_DIR_ENV = "VGG_CIFAR10_DIR"
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -197,21 +198,44 @@ def load_image_folder(
     return ImageTensors(stacked, labels, folder.classes, source=f"image folder {root}")
 
 
-def shared_cifar10_jpeg(extract_to: str | os.PathLike | None = None) -> Path | None:
-    """The unpacked JPEG copy of CIFAR-10 (``train/`` and ``test/`` ImageFolders), or ``None``.
+def local_cifar10_folder(extract_to: str | os.PathLike | None = None) -> Path | None:
+    """The local image-folder copy of CIFAR-10 named by ``$VGG_CIFAR10_DIR``, or ``None`` if unset.
 
-    Looks for ``../shared/data/cifar10/cifar10-jpeg-imagefolder.tar.gz`` beside the checkout
-    (development machines and CI; a user's clone has none) and unpacks it once, about a second,
-    into ``extract_to`` (default: the system temp folder, never the repository).
+    The variable names a folder with ``train/`` and ``test/`` ImageFolders, or a ``.tar.gz``
+    archive of one (unpacked once, about a second for 60,000 small files, into ``extract_to``:
+    default the system temp folder, never the repository). A variable that names nothing usable
+    raises :class:`DatasetUnavailableError` saying what was found: a typo must not silently fall
+    back to another dataset. Taught in ``04_training.ipynb``.
     """
-    tarball = SHARED_CIFAR10 / _JPEG_TARBALL
-    if not tarball.is_file():
+    setting = os.environ.get(CIFAR10_DIR_ENV, "").strip()
+    if not setting:
         return None
+    path = Path(setting).expanduser()
+    if path.is_dir():
+        folder = path
+    elif path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        folder = _unpack_once(path, Path(extract_to) if extract_to else Path(tempfile.gettempdir()))
+    else:
+        raise DatasetUnavailableError(
+            f"{CIFAR10_DIR_ENV}={setting} is neither a folder nor a .tar.gz archive; point it at a "
+            "folder holding train/<class>/*.png and test/<class>/*.png (or an archive of one), or unset it"
+        )
+    for split in ("train", "test"):
+        if not (folder / split).is_dir():
+            raise DatasetUnavailableError(
+                f"{CIFAR10_DIR_ENV}={setting} has no {split}/ folder (found: "
+                f"{sorted(p.name for p in folder.iterdir())[:5]}); expected train/<class>/* and test/<class>/*"
+            )
+    return folder
+
+
+def _unpack_once(tarball: Path, base: Path) -> Path:
+    """Unpack ``tarball`` under ``base`` once; the folder name records the archive's size and time."""
     stat = tarball.stat()
-    base = Path(extract_to) if extract_to else Path(tempfile.gettempdir())
-    target = base / f"vgg_course_cifar10_jpeg_{stat.st_size}_{int(stat.st_mtime)}"
+    stem = tarball.name.split(".")[0]
+    target = base / f"vgg_course_{stem}_{stat.st_size}_{int(stat.st_mtime)}"
     if (target / ".complete").is_file():
-        return target
+        return _single_root(target)
     # Unpack into a private folder and rename: parallel test runs never see half a tree.
     base.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="unpacking_", dir=base))
@@ -228,7 +252,21 @@ def shared_cifar10_jpeg(extract_to: str | os.PathLike | None = None) -> Path | N
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return target
+    return _single_root(target)
+
+
+def _single_root(folder: Path) -> Path:
+    """An archive may hold ``train/`` and ``test/`` at its top or inside one folder."""
+    if (folder / "train").is_dir():
+        return folder
+    inner = [p for p in folder.iterdir() if p.is_dir()]
+    return inner[0] if len(inner) == 1 else folder
+
+
+def _first_files(folder: Path, k: int = 3) -> list[str]:
+    """A few file names from the first class folder (to tell JPEG from PNG copies)."""
+    first = min((p for p in folder.iterdir() if p.is_dir()), default=None)
+    return [] if first is None else sorted(p.name for p in first.iterdir())[:k]
 
 
 def _cifar10_cached(root: Path) -> bool:
@@ -250,16 +288,17 @@ def load_cifar10(
 ) -> ImageTensors:
     """CIFAR-10 as ``uint8`` :class:`ImageTensors` (``split="train"``: 50,000, ``"test"``: 10,000).
 
-    ``source``: ``"auto"`` tries torchvision's cache, then the shared JPEG copy, then a download;
-    ``"torchvision"`` only the cache and download; ``"jpeg"`` only the shared copy (whose JPEG
-    step costs a little accuracy: say so when you report numbers from it). Offline, the download
+    ``source``: ``"auto"`` tries torchvision's cache, then the local image folder of
+    ``$VGG_CIFAR10_DIR`` (see :func:`local_cifar10_folder`), then a download; ``"torchvision"``
+    only the cache and download; ``"folder"`` only the local copy (a JPEG copy costs a little
+    accuracy: the source note says so, and so should a reported number). Offline, the download
     is skipped after a ``timeout``-second reachability check and :class:`DatasetUnavailableError`
     says what was tried. ``n`` keeps a seeded random subset. Taught in ``04_training.ipynb``.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
-    if source not in ("auto", "torchvision", "jpeg"):
-        raise ValueError(f"source must be 'auto', 'torchvision' or 'jpeg'; got {source!r}")
+    if source not in ("auto", "torchvision", "folder"):
+        raise ValueError(f"source must be 'auto', 'torchvision' or 'folder'; got {source!r}")
     tried, how = [], None
     root = cache_dir()
     if source in ("auto", "torchvision"):
@@ -267,15 +306,23 @@ def load_cifar10(
             how = f"torchvision cache in {root}"
         else:
             tried.append(f"not cached in {root}")
-    if how is None and source in ("auto", "jpeg"):
-        folder = shared_cifar10_jpeg()
+    if how is None and source in ("auto", "folder"):
+        folder = local_cifar10_folder()
         if folder is not None:
             data = load_image_folder(folder / split, n=n, seed=seed)
-            data.source = f"CIFAR-10 {split} (JPEG copy in ../shared/data/cifar10, slightly lossy)"
+            if tuple(data.classes) != CIFAR10_CLASSES or data.image_size != (32, 32):
+                raise DatasetUnavailableError(
+                    f"{CIFAR10_DIR_ENV} holds classes {data.classes[:4]}... of size {data.image_size}; "
+                    f"CIFAR-10 has {list(CIFAR10_CLASSES[:4])}... at 32x32"
+                )
+            lossy = any(p.lower().endswith((".jpg", ".jpeg")) for p in _first_files(folder / split))
+            data.source = f"CIFAR-10 {split} (image folder from ${CIFAR10_DIR_ENV}" + (
+                ", JPEG: slightly lossy)" if lossy else ")"
+            )
             if verbose:
                 print(data.source)
             return data
-        tried.append(f"no JPEG copy at {SHARED_CIFAR10}")
+        tried.append(f"${CIFAR10_DIR_ENV} not set")
     if how is None and source in ("auto", "torchvision"):
         if _reachable(CIFAR10_URL, timeout):
             how = f"downloaded to {root}"

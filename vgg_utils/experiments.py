@@ -58,7 +58,7 @@ def device_name(device: torch.device) -> str:
 def load_dataset(
     name: str, n_train: int | None, n_test: int | None, *, source: str = "auto", seed: int = 0
 ) -> tuple[ImageTensors, ImageTensors]:
-    """``(train, test)`` for the grid: ``"cifar10"`` (torchvision cache, shared JPEG copy, or a
+    """``(train, test)`` for the grid: ``"cifar10"`` (torchvision cache, $VGG_CIFAR10_DIR copy, or a
     download) or ``"shapes"`` (the built-in offline dataset, 32x32)."""
     if name == "cifar10":
         return (
@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         "and write one CSV row per (run, test scale).",
     )
     p.add_argument("--dataset", choices=["cifar10", "shapes"], default="cifar10")
-    p.add_argument("--source", choices=["auto", "torchvision", "jpeg"], default="auto",
+    p.add_argument("--source", choices=["auto", "torchvision", "folder"], default="auto",
                    help="where CIFAR-10 comes from (see vgg_utils.load_cifar10)")  # fmt: skip
     p.add_argument("--n-train", type=int, default=None, help="training subset (default: all)")
     p.add_argument("--n-test", type=int, default=None, help="test subset (default: all)")

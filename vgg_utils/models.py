@@ -45,6 +45,7 @@ class VGG(nn.Module):
         *,
         config: str,
         in_channels: int,
+        input_size: int | None = None,
     ) -> None:
         super().__init__()
         self.features = features
@@ -52,6 +53,8 @@ class VGG(nn.Module):
         self.classifier = classifier
         self.config = config
         self.in_channels = in_channels
+        #: The crop size FC6 was sized for (``head="paper", input_size=...``); ``None``: any size.
+        self.input_size = input_size
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ``ValueError`` that says what is wrong with ``x`` and what would be valid."""
@@ -71,6 +74,14 @@ class VGG(nn.Module):
             raise ValueError(
                 f"{who} expects inputs of at least {MIN_INPUT}x{MIN_INPUT} pixels (five 2x2 "
                 f"poolings); got {h}x{w}"
+            )
+        if self.input_size is not None and (h, w) != (self.input_size, self.input_size):
+            side = self.input_size // 32
+            raise ValueError(
+                f"{who} has the paper's head sized for {self.input_size}x{self.input_size} crops "
+                f"(FC6 takes the {side}x{side} pool5 map); got {h}x{w}. Resize or crop to "
+                f"{self.input_size}, or use vgg_utils.to_fully_convolutional(model) for any size "
+                "larger than that (notebook 05)"
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,14 +157,21 @@ def build_vgg(
     dropout: float = 0.5,
     in_channels: int = 3,
     init: str = "kaiming",
+    input_size: int | None = None,
 ) -> VGG:
     """Build a VGG configuration from Table 1.
 
     ``config``: ``"A"``, ``"A-LRN"``, ``"B"``, ``"C"``, ``"D"``, ``"E"`` or ``"vgg11/13/16/19"``.
     ``width`` scales every conv's channels (0.25 gives a 64-channel last block). ``head="paper"``
-    is the paper's three FC layers (FC6, FC7 with dropout, FC8) after a 7x7 adaptive pool, exactly
-    as torchvision; ``head="compact"`` is global average pooling and one Linear, the sensible head
-    for 32x32 images. Taught in ``01_architecture.ipynb``.
+    is the paper's three FC layers (FC6, FC7 with dropout, FC8). With ``input_size=None`` they
+    follow torchvision's ``AdaptiveAvgPool2d((7, 7))`` (not in the paper: it resamples any pool5
+    map to 7x7, so torchvision's weights load and any input size runs). With ``input_size=S``
+    (a multiple of 32) there is no resampling, as in the paper: FC6 takes the ``S/32 x S/32``
+    pool5 map of an ``S x S`` crop directly (7x7 at 224, 3x3 at 96, 1x1 at 32), and other sizes
+    are refused (:func:`vgg_utils.to_fully_convolutional` takes any larger size, notebook 05).
+    ``head="compact"`` is global average pooling and one Linear, the sensible head for 32x32
+    images. ``fc_width`` is FC6/FC7's width (4,096 in the paper). Taught in
+    ``01_architecture.ipynb``.
     """
     name = canonical_name(config)
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width):
@@ -167,13 +185,26 @@ def build_vgg(
         raise ValueError(f"dropout must be in [0, 1); got {dropout}")
     if head not in ("paper", "compact"):
         raise ValueError(f"head must be 'paper' (FC6-FC8) or 'compact' (GAP + Linear); got {head!r}")
+    if input_size is not None:
+        if head != "paper":
+            raise ValueError(
+                "input_size sizes the paper's FC6 for one crop size; the compact head (global "
+                "average pooling) takes any size: leave input_size=None"
+            )
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < MIN_INPUT or input_size % 32:
+            raise ValueError(
+                f"input_size must be a multiple of 32 (five 2x2 poolings), at least {MIN_INPUT}, "
+                f"e.g. 32, 64, 96 or 224; got {input_size!r}"
+            )
 
     features = make_features(name, batch_norm=batch_norm, width=width, in_channels=in_channels)
     channels = _scaled(512, width)
     if head == "paper":
-        avgpool: nn.Module = nn.AdaptiveAvgPool2d((7, 7))
+        # The paper's FC6 sees a 7x7 map at 224; sized for another crop it sees (S/32)^2 positions.
+        side = 7 if input_size is None else input_size // 32
+        avgpool: nn.Module = nn.AdaptiveAvgPool2d((7, 7)) if input_size is None else nn.Identity()
         classifier = nn.Sequential(
-            nn.Linear(channels * 7 * 7, fc_width),  # FC6
+            nn.Linear(channels * side * side, fc_width),  # FC6
             nn.ReLU(inplace=True),
             nn.Dropout(p=dropout),
             nn.Linear(fc_width, fc_width),  # FC7
@@ -184,7 +215,7 @@ def build_vgg(
     else:
         avgpool = nn.AdaptiveAvgPool2d(1)
         classifier = nn.Sequential(nn.Linear(channels, num_classes))
-    model = VGG(features, avgpool, classifier, config=name, in_channels=in_channels)
+    model = VGG(features, avgpool, classifier, config=name, in_channels=in_channels, input_size=input_size)
     return init_weights(model, init)
 
 
