@@ -269,3 +269,37 @@ def test_vgg_a_learns_real_cifar10_images():
     accuracy = history["test_acc"].iloc[-1]
     print(f"CIFAR-10 (JPEG copy) test accuracy {accuracy:.1%} in {time.perf_counter() - start:.0f} s")
     assert accuracy >= 0.45
+
+
+def test_param_groups_give_each_group_its_rate_and_frozen_parameters_stay_out():
+    torch.manual_seed(0)
+    data = ShapesDataset(64, 32, dtype=torch.uint8)
+    model = vgg_utils.build_vgg("A", 10, batch_norm=True, width=0.125, head="compact")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    convs = [p for n, p in model.named_parameters() if n.startswith("features")]
+    head = list(model.classifier.parameters())
+    # Block-wise rates: features barely move at lr 1e-9, the head moves at 0.1; lr is the default.
+    history = vgg_utils.train(model, data, epochs=1, batch_size=32, lr=0.1, schedule="constant",
+                              weight_decay=0.0, device="cpu", progress=False,
+                              param_groups=[{"params": convs, "lr": 1e-9}, {"params": head}])  # fmt: skip
+    after = model.state_dict()
+    assert torch.allclose(after["features.0.weight"], before["features.0.weight"], atol=1e-6)
+    assert (after["classifier.0.weight"] - before["classifier.0.weight"]).abs().max() > 1e-3
+    assert history["lr"].iloc[0] == pytest.approx(0.1)  # the largest group's rate
+    # Frozen parameters are not handed to the optimiser: with weight decay they would still move.
+    for p in model.features.parameters():
+        p.requires_grad_(False)
+    frozen = model.features[0].weight.clone()
+    vgg_utils.train(model, data, epochs=1, batch_size=32, lr=0.1, device="cpu", progress=False)
+    assert torch.equal(model.features[0].weight, frozen)
+    with pytest.raises(ValueError, match="repeats a parameter"):
+        vgg_utils.train(model, data, epochs=1, batch_size=32, device="cpu", progress=False,
+                        param_groups=[{"params": head}, {"params": head[:1]}])  # fmt: skip
+    with pytest.raises(ValueError, match="must be a dict with 'params'"):
+        vgg_utils.train(model, data, epochs=1, batch_size=32, device="cpu", progress=False, param_groups=[head])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing to train"):
+        vgg_utils.train(model, data, epochs=1, batch_size=32, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        vgg_utils.train(model, data, epochs=1, batch_size=32, device="cpu", progress=False, label_smoothing=1.0)

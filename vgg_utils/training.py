@@ -160,10 +160,13 @@ def train(
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
+    param_groups: list[dict] | None = None,
+    label_smoothing: float = 0.0,
+    nesterov: bool = False,
 ) -> pd.DataFrame:
     """Train ``model`` with SGD and return the history, one row per epoch.
 
-    History columns: ``epoch, lr`` (mean over the epoch), ``train_loss, train_acc`` (running,
+    History columns: ``epoch, lr`` (mean over the epoch; the largest group's), ``train_loss, train_acc`` (running,
     on augmented batches in train mode), ``test_loss, test_acc`` (on ``test_data``; NaN without)
     and ``seconds``. ``schedule``: ``"plateau"`` (the paper: lr x0.1 once the test accuracy has
     not improved for more than ``patience`` epochs; the paper used its validation set), ``"onecycle"``
@@ -174,6 +177,11 @@ def train(
     :func:`auto_bf16`). ``checkpoint``: a file written after every epoch; with ``resume=True`` a
     run continues from it (and returns at once if it already reached ``epochs``). ``seed`` seeds
     the batch order and dropout (initialise the model before, e.g. after ``seed_everything``).
+    ``param_groups``: the optimiser's parameter groups, e.g. ``[{"params": ..., "lr": 1e-3}, ...]``
+    for discriminative learning rates (notebook 06); a group without ``"lr"`` uses ``lr``, and
+    every schedule scales each group's rate by the same factor. Default: every parameter that
+    requires a gradient, at ``lr`` (frozen parameters are left out). ``label_smoothing`` and
+    ``nesterov`` are passed to the loss and to SGD (both off in the paper).
     The model is left on ``device``. Taught in ``04_training.ipynb``.
     """
     train_data = _as_tensors(train_data, "train_data")
@@ -186,6 +194,8 @@ def train(
             raise ValueError(f"{name} must be {kind} integer; got {value!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive; got {lr}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
     if batch_size > len(train_data):
         raise ValueError(f"batch_size={batch_size} exceeds the {len(train_data)} training images")
     device = torch.device(device) if device is not None else get_device()
@@ -193,17 +203,21 @@ def train(
     channels_last = auto_channels_last(device) if channels_last is None else channels_last
     eval_transform = getattr(augment, "test", None)
     settings = {"schedule": schedule, "lr": lr, "batch_size": batch_size, "momentum": momentum,
-                "weight_decay": weight_decay, "seed": seed, "n_train": len(train_data)}  # fmt: skip
+                "weight_decay": weight_decay, "seed": seed, "n_train": len(train_data),
+                "label_smoothing": label_smoothing, "nesterov": nesterov}  # fmt: skip
 
     torch.manual_seed(seed)  # dropout draws from the global generator of the device
     sampler = torch.Generator().manual_seed(seed)  # batch order
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     images, labels = train_data.images.to(device), train_data.labels.to(device)
     steps = len(train_data) // batch_size
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    groups = _param_groups(model, param_groups, lr)
+    optimizer = torch.optim.SGD(
+        groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+    )
     if schedule == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps
+            optimizer, max_lr=[g["lr"] for g in groups], epochs=epochs, steps_per_epoch=steps
         )
     elif schedule == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -240,10 +254,10 @@ def train(
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            lr_sum += optimizer.param_groups[0]["lr"]
+            lr_sum += max(g["lr"] for g in optimizer.param_groups)  # the largest group's rate
             optimizer.step()
             if schedule == "onecycle":
                 scheduler.step()
@@ -270,6 +284,28 @@ def train(
     if bar is not None:
         bar.close()
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def _param_groups(model: nn.Module, param_groups: list[dict] | None, lr: float) -> list[dict]:
+    """The optimiser's groups, each with its own ``lr``; checks that no parameter is in two."""
+    if param_groups is None:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("every parameter of the model is frozen (requires_grad=False): nothing to train")
+        return [{"params": trainable, "lr": lr}]
+    groups, seen = [], set()
+    for i, group in enumerate(param_groups):
+        if not isinstance(group, dict) or "params" not in group:
+            raise ValueError(f"param_groups[{i}] must be a dict with 'params' (and optionally 'lr'); got {group!r}")
+        params = list(group["params"])
+        if any(id(p) in seen for p in params):
+            raise ValueError(f"param_groups[{i}] repeats a parameter of an earlier group")
+        seen.update(id(p) for p in params)
+        rate = group.get("lr", lr)
+        if not rate > 0:
+            raise ValueError(f"param_groups[{i}] has lr={rate}; learning rates must be positive")
+        groups.append({**group, "params": params, "lr": rate})
+    return groups
 
 
 def _progress_bar(total: int, enabled: bool, desc: str):
