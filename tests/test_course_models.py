@@ -210,3 +210,23 @@ def test_course_models_table():
         assert column in table.columns, column
     row = table.set_index("name").loc["shapes96"]
     assert row["config"] == "D-BN" and row["input_size"] == 96 and row["head"] == "paper (FC 512)"
+
+
+def test_reevaluate_changes_only_the_test_protocol(tmp_path, monkeypatch):
+    import dataclasses
+
+    from vgg_utils.course_models import reevaluate
+
+    one_view = dataclasses.replace(smoke_recipe(RECIPES["shapes96"]), test_flip=False)
+    built = build_course_model("shapes96", recipe=one_view, device="cpu", out_dir=tmp_path, progress=False)
+    assert built["test_accuracy"] == built["test_accuracy_single_view"]
+    # The recipe in code differs in width, epochs, ...: that needs a rebuild, not a re-evaluation.
+    with pytest.raises(CourseModelError, match=r"changed in \[.*'width'.*\].*course_models build shapes96"):
+        reevaluate("shapes96", directory=tmp_path)
+    monkeypatch.setitem(RECIPES, "shapes96", dataclasses.replace(one_view, test_flip=True))
+    record = reevaluate("shapes96", directory=tmp_path)
+    assert record["sha256"] == built["sha256"] and record["recipe"]["test_flip"] is True
+    assert record["test_accuracy_single_view"] == built["test_accuracy_single_view"]
+    assert "test_flip" in record["reevaluated"]["why"] and record["history"] == built["history"]
+    measured, recorded = check_against_record("shapes96", directory=tmp_path)
+    assert measured == pytest.approx(recorded, abs=1e-9)
