@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LAB_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup lab test lint fork-url clean
+.PHONY: setup lab test lint fork-url clean gpu-suite mutation
 
 setup: $(STAMP)
 
@@ -30,6 +30,24 @@ test: setup
 
 lint: setup
 	$(BIN)/python -m ruff check vgg_utils tests benchmarks notebooks
+
+# The GPU suite (README "GPU suite"): time to accuracy, loader ratio, ablation grid, ~9 min on one
+# H100/H200; GPU_SUITE_ARGS="--smoke" runs it on tiny sizes on a CPU. No `setup` dependency: on a
+# GPU machine without the venv it runs with the machine's own python3 and torch.
+GPU_SUITE_ARGS ?=
+gpu-suite:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) benchmarks/gpu_suite.py $(GPU_SUITE_ARGS)
+
+# Mutation testing (README "Mutation scores"; not part of CI): mutmut puts one small bug at a
+# time into a copy of each module that decides what a learner sees and runs that module's fast
+# tests; scores go to mutation/scores.csv, survivors to mutation/work/<module>/survivors.txt.
+# About 30 minutes on two cores (a seeded sample of 60 mutants per module; MUTATION_ARGS="--sample 0"
+# tests all of them, hours). MUTATION_MODULES="augment training" runs only those.
+MUTATION_MODULES ?=
+MUTATION_ARGS ?=
+mutation: setup
+	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/python -m pip install "mutmut>=3.8"
+	nice -n 10 $(BIN)/python mutation/run.py $(MUTATION_ARGS) $(MUTATION_MODULES)
 
 # For forks: point every Colab badge and setup cell at your repository, e.g.
 #   make fork-url URL=https://github.com/you/vgg-close-reading

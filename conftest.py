@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import pytest
 
 # Headless figures in tests and in nbval kernels started from here.
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -40,3 +41,16 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{seconds:7.1f} s  {status:6s}  {path}")
     total = sum(_NOTEBOOK_SECONDS.values())
     terminalreporter.write_line(f"{total:7.1f} s  total over {len(_NOTEBOOK_SECONDS)} notebooks")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (modules opt in with ``pytestmark``): small tensors gain
+    nothing from threads, and on a busy 2-core runner a descheduled second thread stalls every
+    parallel region."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

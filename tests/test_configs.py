@@ -39,7 +39,9 @@ def test_unknown_config_lists_valid_names():
 
 
 def test_parse_layer():
-    assert parse_layer("conv3-64") == parse_layer("conv3-64")
+    spec = parse_layer("conv3-64")
+    assert (spec.kind, spec.kernel, spec.channels) == ("conv", 3, 64)
+    assert parse_layer("maxpool").kind == "pool" and parse_layer("LRN").kind == "lrn"
     spec = parse_layer("conv1-512")
     assert (spec.kind, spec.kernel, spec.channels) == ("conv", 1, 512)
     assert parse_layer("FC-4096").channels == 4096

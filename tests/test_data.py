@@ -15,15 +15,7 @@ import vgg_utils
 from vgg_utils import data as data_module
 from vgg_utils.shapes import SHAPE_CLASSES, ShapesDataset, render_shapes, signed_distance
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors gain nothing from threads, and on a busy 2-core runner a descheduled second
-    thread stalls every parallel region."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small tensors, one thread
 
 
 def test_item_depends_only_on_seed_split_and_index():
@@ -182,7 +174,11 @@ def test_load_image_folder(tmp_path):
     square = vgg_utils.load_image_folder(tmp_path, image_size=16)
     assert square.images.shape == (6, 3, 16, 16) and square.images.dtype == torch.uint8
     some = vgg_utils.load_image_folder(tmp_path, n=4, seed=1)
-    assert len(some) == 4 and some.labels.tolist() != []
+    assert len(some) == 4 and torch.equal(some.images, vgg_utils.load_image_folder(tmp_path, n=4, seed=1).images)
+    draws = {tuple(vgg_utils.load_image_folder(tmp_path, n=4, seed=s).labels.tolist()) for s in range(6)}
+    assert len(draws) > 1  # seeded: another seed draws another subset
+    index = {saved[k].numpy().tobytes(): k for k in saved}
+    assert all(index[im.numpy().tobytes()][0] == some.classes[y] for im, y in zip(some.images, some.labels, strict=True))
     _write_png(torch.zeros(3, 10, 10, dtype=torch.uint8), tmp_path / "dog" / "odd.png")
     with pytest.raises(ValueError, match="pass image_size"):
         vgg_utils.load_image_folder(tmp_path)
@@ -318,3 +314,16 @@ def test_a_small_vgg_learns_the_shapes():
     history = vgg_utils.train(model, train, test, epochs=8, batch_size=64, lr=0.1, schedule="onecycle",
                               augment=augment, device="cpu", progress=False)  # fmt: skip
     assert history["test_acc"].iloc[-1] >= 0.90, history.to_string()
+
+
+def test_cifar10_source_picks_exactly_one_place(offline, monkeypatch, tmp_path):
+    with pytest.raises(vgg_utils.DatasetUnavailableError, match=r"unavailable: \$VGG_CIFAR10_DIR not set\. On a") as err:
+        vgg_utils.load_cifar10("test", source="folder")  # neither the cache nor a download tried
+    root = _fake_cifar_folder(tmp_path / "cifar")
+    monkeypatch.setenv("VGG_CIFAR10_DIR", str(root))
+    with pytest.raises(vgg_utils.DatasetUnavailableError, match="not cached in .*; www.cs.toronto.edu unreachable") as err:
+        vgg_utils.load_cifar10("test", source="torchvision")  # the folder is there, and not used
+    assert "VGG_CIFAR10_DIR" not in str(err.value)
+    assert len(vgg_utils.load_cifar10("test", source="auto")) == len(vgg_utils.load_cifar10("test", source="folder")) == 10
+    with pytest.raises(ValueError, match="source must be 'auto', 'torchvision' or 'folder'; got 'jpeg'"):
+        vgg_utils.load_cifar10("test", source="jpeg")

@@ -125,6 +125,28 @@ def test_summary_and_plots_read_the_csv(quick_csv):
         plot_experiment(df, "depth")
 
 
+def test_jitter_plot_keeps_multi_scale_off_the_q_axis():
+    import matplotlib.pyplot as plt
+
+    rows = [
+        {"experiments": "jitter", "config": "D", "seed": seed, "train_scale": s, "test_scale": q,
+         "test_error": 30.0 + i + seed}
+        for s in ("32", "40", "32-48") for seed in (0, 1) for i, q in enumerate(("48", "32", "40", "multi"))
+    ]  # fmt: skip
+    try:
+        ax = plot_experiment(pd.DataFrame(rows), "jitter").axes[0]
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert labels[:3] == ["Q=32", "Q=40", "Q=48"] and labels[3].startswith("multi-scale")
+        lines = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+        assert len(lines) == 3  # one line per training scale, over the three Qs only
+        for line in lines:
+            assert list(line.get_xdata()) == [0, 1, 2]
+            assert list(line.get_ydata()) == [31.5, 32.5, 30.5]  # Q=32, 40, 48: mean over two seeds
+        assert ax.get_xticks()[3] > 3  # multi-scale stands apart, past the dotted divider
+    finally:
+        plt.close("all")
+
+
 def test_resume_skips_finished_runs(quick_csv, tmp_path, capsys):
     out = tmp_path / "resumed.csv"
     out.write_text(quick_csv.read_text())

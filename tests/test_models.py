@@ -67,16 +67,40 @@ def test_batch_norm_and_lrn_layers():
     assert len(one_by_one) == 3
 
 
+def _kurtosis(w: torch.Tensor) -> float:
+    z = (w.flatten().double() - w.double().mean()) / w.double().std()
+    return z.pow(4).mean().item()  # 3 for a normal distribution, 1.8 for a uniform one
+
+
 @pytest.mark.parametrize("scheme", ["kaiming", "paper", "glorot"])
-def test_init_schemes(scheme):
+def test_init_schemes_give_the_stated_distributions(scheme):
+    """Every conv and FC layer, measured: the standard deviation within 5 standard errors of the
+    scheme's, and the shape of the distribution (normal or uniform) from its kurtosis. PyTorch's
+    own default (uniform, std 1/sqrt(3 fan_in)) fails all three schemes."""
     torch.manual_seed(0)
-    model = build_vgg("A", num_classes=10, width=0.25, head="compact", init=scheme)
-    first = model.features[0].weight
-    assert torch.all(model.features[0].bias == 0)
-    if scheme == "paper":
-        assert abs(first.std().item() - 0.01) < 0.003
-    elif scheme == "kaiming":  # fan_out = 16 * 9
-        assert abs(first.std().item() - (2 / (16 * 9)) ** 0.5) < 0.05
+    model = build_vgg("A", num_classes=10, width=0.25, fc_width=512, input_size=64, batch_norm=True, init=scheme)
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 8 + 3
+    for i, layer in enumerate(layers):
+        w = layer.weight.detach()
+        fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(w)
+        conv = isinstance(layer, torch.nn.Conv2d)
+        if scheme == "glorot":
+            bound = (6 / (fan_in + fan_out)) ** 0.5
+            std, shape = bound / 3**0.5, 1.8
+            assert w.abs().max() <= bound
+        elif scheme == "kaiming" and conv:
+            std, shape = (2 / fan_out) ** 0.5, 3.0  # He et al., fan-out mode, for ReLU
+        else:
+            std, shape = 0.01, 3.0  # the paper's N(0, 0.01); FC layers under kaiming too
+        error = std * (0.5 / w.numel()) ** 0.5  # standard error of a sample standard deviation
+        assert abs(w.std().item() - std) < 5 * error + 1e-3 * std, (i, w.std().item(), std)
+        assert abs(w.mean().item()) < 5 * std / w.numel() ** 0.5, i
+        if w.numel() >= 20_000:
+            assert abs(_kurtosis(w) - shape) < 0.25, (i, _kurtosis(w))
+        assert torch.all(layer.bias == 0)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
     with pytest.raises(ValueError, match="valid schemes"):
         build_vgg("A", width=0.25, init="xavier-ish")
 
@@ -121,6 +145,29 @@ def test_reachability_probe_is_bounded():
     # A port nothing listens on: refused or timed out, never hanging past the bound.
     assert vgg_utils.models._reachable("https://127.0.0.1:9/x", timeout=2.0) is False
     assert time.monotonic() - start < 5
+
+
+def test_a_damaged_or_malicious_weight_file_is_refused_without_running_it(tmp_path):
+    """The cache is read with weights_only=True: a pickle that would run code is refused."""
+
+    class Booby:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        path = vgg_utils.weights_path("A")
+        path.parent.mkdir(parents=True)
+        torch.save({"features.0.weight": Booby()}, path)
+        with pytest.raises(PretrainedUnavailableError, match=r"(?s)is unreadable.*delete it"):
+            load_pretrained("vgg11")
+        assert not (tmp_path / "pwned").exists()
+        path.write_bytes(b"half a download")
+        with pytest.raises(PretrainedUnavailableError, match="is unreadable"):
+            load_pretrained("vgg11")
+    finally:
+        torch.hub.set_dir(old)
 
 
 def test_load_pretrained_reads_the_torch_hub_cache(tmp_path):

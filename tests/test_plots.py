@@ -62,6 +62,9 @@ def test_ilsvrc_one_bar_per_entry_and_a_human_line(ilsvrc: pd.DataFrame) -> None
     colours = [b.get_facecolor() for b in bars]
     odd = [i for i, c in enumerate(colours) if colours.count(c) == 1]
     assert [ilsvrc.dropna(subset=["year"]).iloc[i]["team"] for i in odd] == ["VGG (Oxford)"]
+    # the line says whose estimate it is (one annotator), not "the" human error
+    assert ax.texts[-1].get_text() == "human annotator (A. Karpathy): 5.1%"  # after the bar labels
+    assert plot_ilsvrc(ilsvrc.drop(columns="model")).texts[-1].get_text() == "human estimate: 5.1%"
 
 
 def test_ilsvrc_draws_on_a_given_axes_and_rejects_a_wrong_table(ilsvrc: pd.DataFrame) -> None:
@@ -130,3 +133,60 @@ def test_layer_costs_rejects_a_table_without_its_columns() -> None:
         plot_layer_costs(pd.DataFrame({"layer": ["x"], "type": ["Conv2d"], "params": [1]}))
     with pytest.raises(TypeError, match="DataFrame"):
         plot_layer_costs([1, 2, 3])
+
+
+def test_gradient_map_titles_do_not_overlap() -> None:
+    """Notebook 02's figure: three panels with long titles side by side; each title stays within
+    its own column (the old figure's titles ran into each other)."""
+    import torch
+
+    from vgg_utils import plot_gradient_maps
+
+    names = [f"{kind}: gradient on {share:.1%} of the field" for kind, share in
+             (("trained (ImageNet weights)", 0.987), ("random init (Kaiming)", 0.993), ("all weights = 1", 1.0))]
+    grad = torch.rand(60, 60)
+    fig = plot_gradient_maps({n: grad for n in names}, title="Input pixels whose gradient reaches one conv3_3 unit "
+                             "(zoom on input pixels 80-139; red: theoretical 40x40 field)", origin=(80, 80))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+    for left, right in zip(boxes, boxes[1:], strict=False):
+        assert left.x1 < right.x0, f"titles overlap: {left} and {right}"
+    inside = fig.bbox
+    assert all(inside.x0 <= b.x0 and b.x1 <= inside.x1 for b in boxes), "a title runs off the figure"
+
+
+def test_grid_provenance_names_no_local_folder() -> None:
+    """Notebook 04 prints how the committed grid was made; the machine's own CIFAR-10 path is no
+    part of that (the CSV's dataset field has one)."""
+    from vgg_utils import REPO_ROOT, grid_provenance
+
+    results = pd.read_csv(REPO_ROOT / "data" / "results" / "ablations_cifar10.csv", dtype=str)
+    shown = grid_provenance(results)
+    assert "/" in results["dataset"].iloc[0]  # the committed CSV does name a folder...
+    assert shown["dataset"] == "CIFAR-10 train (JPEG copy, slightly lossy)"  # ...the printed provenance does not
+    assert shown["command"].startswith("python -m vgg_utils.experiments") and len(shown) == 10
+    windows = results.assign(dataset=r"CIFAR-10 train (JPEG copy in D:\data\cifar10, slightly lossy)")
+    assert grid_provenance(windows)["dataset"] == "CIFAR-10 train (JPEG copy, slightly lossy)"
+    with pytest.raises(ValueError, match="no column"):
+        grid_provenance(results.drop(columns="command"))
+
+
+def test_latency_plot_marks_a_noisy_fit() -> None:
+    """Notebook 03 reads only clean timings; its figure must not draw a noisy fit like a clean one."""
+    from vgg_utils import plot_latency_vs_macs
+
+    lat = pd.DataFrame({"model": ["a", "b", "a", "b"], "gmacs": [1.0, 10.0, 1.0, 10.0],
+                        "per_image_ms": [2.0, 15.0, 9.0, 11.0], "batch_size": 1, "device": "cpu",
+                        "threads": [1, 1, 2, 2]})
+    fits = pd.DataFrame({"device": "cpu", "threads": [1, 2], "batch_size": 1, "slope": [0.88, 0.09],
+                         "intercept": [0.3, 0.95], "r2": [1.0, 1.0], "clean": [True, False]})
+    ax = plot_latency_vs_macs(lat, fits).axes[0]
+    labels = {line.get_label(): line for line in ax.get_lines()}
+    clean = next(line for label, line in labels.items() if "0.88" in label)
+    noisy = next(line for label, line in labels.items() if "0.09" in label)
+    assert "noisy" in noisy.get_label() and "noisy" not in clean.get_label()
+    assert clean.get_linestyle() == "--" and noisy.get_linestyle() == ":"
+    # without a clean column every fit is drawn as before
+    plain = plot_latency_vs_macs(lat, fits.drop(columns="clean")).axes[0]
+    assert not any("noisy" in line.get_label() for line in plain.get_lines())

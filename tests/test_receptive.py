@@ -264,6 +264,27 @@ def test_erf_of_vgg_is_smaller_than_rf() -> None:
     assert given[0].map.shape == (96, 96) and given[0].unit == (11, 11)
 
 
+def test_gradient_maps_show_input_coordinates_of_a_zoomed_map() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vgg_utils import plot_gradient_maps
+
+    grad = torch.zeros(224, 224)
+    grad[90:130, 90:130] = 1.0
+    try:
+        fig = plot_gradient_maps({"zoom": grad[80:140, 80:140]}, {"zoom": ((90, 129), (90, 129))}, origin=(80, 80))
+        ax = fig.axes[0]
+        # the axes span input pixels 80..139 (pixel edges at +-0.5), not 0..59
+        assert ax.get_xlim() == (79.5, 139.5) and ax.get_ylim() == (139.5, 79.5)
+        box = ax.patches[0]
+        assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (89.5, 89.5, 40, 40)
+    finally:
+        plt.close("all")
+
+
 def test_plots_draw_titled_labelled_figures() -> None:
     import matplotlib
 

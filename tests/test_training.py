@@ -17,14 +17,7 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core runner a second thread that
-    gets descheduled stalls every parallel region (seen here: 100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small tensors, one thread
 
 
 @pytest.fixture(scope="module")
@@ -185,17 +178,72 @@ def test_plots_have_labelled_axes(tiny_data):
     _, history = _run(tiny_data, None, epochs=2)
     history.loc[1, "lr"] = 0.002  # pretend the plateau schedule stepped down
     fig = vgg_utils.plot_history(history, title="tiny run")
+    loss_ax, acc_ax = fig.axes
     assert [ax.get_ylabel() for ax in fig.axes] == ["cross-entropy loss (nats)", "accuracy (%)"]
-    assert "lr x0.1" in fig.axes[0].get_title()
-    fig = vgg_utils.plot_confusion_matrix(torch.eye(4, dtype=torch.int64) * 5, ["a", "b", "c", "d"])
-    assert fig.axes[0].get_xlabel() == "predicted class"
+    assert loss_ax.get_title() == "loss (dotted: lr x0.1)" and acc_ax.get_title() == "accuracy"
+    assert loss_ax.get_position().x1 < acc_ax.get_position().x0  # side by side
+    assert loss_ax.get_position().y0 == pytest.approx(acc_ax.get_position().y0)
+    curves = [line for line in loss_ax.get_lines() if line.get_label() in ("train", "test")]
+    assert [c.get_label() for c in curves] == ["train", "test"]
+    assert list(curves[0].get_ydata()) == history["train_loss"].tolist()
+    accs = [line for line in acc_ax.get_lines() if line.get_label() in ("train", "test")]
+    assert list(accs[1].get_ydata()) == pytest.approx((100 * history["test_acc"]).tolist())
+    dotted = [line for line in loss_ax.get_lines() if line.get_linestyle() == ":"]
+    assert [line.get_xdata()[0] for line in dotted] == [1.5]  # between epochs 1 and 2
+    cm = torch.tensor([[6, 2, 0, 0], [0, 1, 3, 0], [0, 0, 5, 0], [1, 0, 0, 0]])
+    fig = vgg_utils.plot_confusion_matrix(cm, ["a", "b", "c", "d"])
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "predicted class" and ax.get_title() == "confusion matrix"
+    shown = ax.get_images()[0].get_array()
+    assert shown[0].tolist() == [75.0, 25.0, 0.0, 0.0] and shown[1].tolist() == [0.0, 25.0, 75.0, 0.0]  # % of each row
+    assert shown[3, 0] == 100.0
+    texts = {t.get_text(): t.get_color() for t in ax.texts}
+    assert texts["75"] == "white" and texts["25"] == "black"  # readable on dark and light cells
     matplotlib.pyplot.close("all")
 
 
-def test_auto_precision_choices():
-    assert vgg_utils.auto_bf16("cpu") == training.cpu_fast_bf16()
-    assert vgg_utils.auto_channels_last("cpu") == training.cpu_fast_bf16()
-    assert vgg_utils.auto_bf16("mps") is False
+def test_training_evaluates_with_the_augmentations_test_transform(tiny_data):
+    # A barely trained net gives nearly the same loss for any input scaling, so comparing losses
+    # alone cannot tell the transforms apart: record which images went through augment.test.
+    train, test = tiny_data
+    augment = vgg_utils.PaperAugment.from_data(train, 32, (32, 40), seed=1)  # as in _run
+    seen = []
+    original_test = augment.test
+
+    def spy(images):
+        seen.append(images.shape[0])
+        return original_test(images)
+
+    augment.test = spy
+    model = _tiny_model()
+    history = vgg_utils.train(
+        model, train, test, epochs=2, batch_size=32, lr=0.02, augment=augment, device="cpu", progress=False
+    )
+    assert sum(seen) == 2 * len(test)  # every test image, once per epoch, and nothing else
+    expected = vgg_utils.evaluate(model, test, transform=original_test)
+    assert history["test_loss"].iloc[-1] == pytest.approx(expected.loss, rel=1e-5)
+
+
+def test_tuples_with_class_names_and_the_progress_bar(tiny_data, capsys):
+    train, test = tiny_data
+    model = _tiny_model()
+    named = (test.images, test.labels, test.classes)
+    history = vgg_utils.train(model, (train.images, train.labels, train.classes), named, epochs=1,
+                              batch_size=32, device="cpu")  # fmt: skip
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "3/3" in err  # 96 images, 32 per batch
+    assert "loss=" in err and "acc=" in err and "test_acc=" in err
+    assert vgg_utils.evaluate(model, named).accuracy == history["test_acc"].iloc[-1]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_the_cpus_bf16_support(monkeypatch, native):
+    """bf16 and channels-last on a CPU exactly when it multiplies bf16 natively (whether this
+    one does is checked against /proc/cpuinfo in test_latency); never bf16 on MPS."""
+    monkeypatch.setattr(training, "cpu_fast_bf16", lambda: native)
+    assert vgg_utils.auto_bf16("cpu") is native
+    assert vgg_utils.auto_channels_last("cpu") is native
+    assert vgg_utils.auto_bf16("mps") is False and vgg_utils.auto_channels_last("mps") is False
 
 
 # --- init from a trained configuration A ------------------------------------------------------------
@@ -234,7 +282,7 @@ def test_init_from_shallower_copies_exactly_the_papers_layers(config, batch_norm
 
 def test_init_from_shallower_rejects_mismatches():
     net_a = vgg_utils.build_vgg("A", 10, width=0.125, fc_width=32)
-    with pytest.raises(ValueError, match=r"conv1_1.weight has shape .* build both with the same width"):
+    with pytest.raises(ValueError, match=r"conv1_1.weight has shape .* build both with the same width, num_classes, fc_width and input size"):
         vgg_utils.init_from_shallower(vgg_utils.build_vgg("D", 10, width=0.25, fc_width=32), net_a)
     with pytest.raises(ValueError, match="batch norm differs"):
         vgg_utils.init_from_shallower(vgg_utils.build_vgg("D", 10, width=0.125, fc_width=32, batch_norm=True), net_a)
@@ -303,3 +351,163 @@ def test_param_groups_give_each_group_its_rate_and_frozen_parameters_stay_out():
         vgg_utils.train(model, data, epochs=1, batch_size=32, device="cpu", progress=False)
     with pytest.raises(ValueError, match="label_smoothing"):
         vgg_utils.train(model, data, epochs=1, batch_size=32, device="cpu", progress=False, label_smoothing=1.0)
+
+
+# --- the optimiser and the schedules, as properties of the trajectory --------------------------------
+
+
+class _Probe(torch.nn.Module):
+    """A linear classifier on the mean colour, plus one parameter whose gradient is always zero:
+    only weight decay moves it, so its value shows what the optimiser does."""
+
+    def __init__(self, k: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(3, k)
+        self.idle = torch.nn.Parameter(torch.ones(5))
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3))) + 0.0 * self.idle.sum()
+
+
+def _fit(data, **kwargs):
+    model = _Probe()
+    options = {"epochs": 1, "batch_size": 32, "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0,
+               "schedule": "constant", "device": "cpu", "bf16": False, "channels_last": False,
+               "progress": False} | kwargs  # fmt: skip
+    history = vgg_utils.train(model, data, **options)
+    return model, history
+
+
+def test_weight_decay_shrinks_by_the_stated_factor_and_momentum_accumulates(tiny_data):
+    train, _ = tiny_data  # 96 images, batch 32: 3 steps per epoch
+    lr, wd, steps = 0.1, 0.5, 3
+    model, _ = _fit(train, lr=lr, weight_decay=wd)
+    # SGD with weight decay and no gradient: p <- p (1 - lr wd) at every step.
+    assert torch.allclose(model.idle, torch.full((5,), (1 - lr * wd) ** steps))
+    # With momentum 0.9 the decay accumulates: v <- 0.9 v + wd p, p <- p - lr v.
+    p, v = 1.0, 0.0
+    for _ in range(steps):
+        v = 0.9 * v + wd * p
+        p -= lr * v
+    model, _ = _fit(train, lr=lr, weight_decay=wd, momentum=0.9)
+    assert torch.allclose(model.idle, torch.full((5,), p))
+    # Nesterov looks ahead: a third trajectory.
+    nesterov, _ = _fit(train, lr=lr, weight_decay=wd, momentum=0.9, nesterov=True)
+    assert not torch.allclose(nesterov.idle, model.idle)
+    untouched, _ = _fit(train, lr=lr)
+    assert torch.equal(untouched.idle, torch.ones(5))  # no decay: only gradients move weights
+
+
+def test_momentum_changes_the_trajectory_of_the_trained_weights(tiny_data):
+    train, _ = tiny_data
+    plain, _ = _fit(train, epochs=2)
+    heavy, _ = _fit(train, epochs=2, momentum=0.9)
+    moved_plain = (plain.fc.weight - _Probe().fc.weight).norm()
+    moved_heavy = (heavy.fc.weight - _Probe().fc.weight).norm()
+    assert moved_heavy > 1.5 * moved_plain  # 6 steps of a steady gradient: momentum goes further
+
+
+def _scripted(monkeypatch, accuracies):
+    """The validation accuracy each epoch reports (the model is real; only its score is set)."""
+    scores = iter(accuracies)
+    monkeypatch.setattr(training, "evaluate", lambda *a, **k: training.Evaluation(1.0, next(scores)))
+
+
+@pytest.mark.parametrize(
+    ("accuracies", "patience", "factors"),
+    [
+        ([0.5, 0.4, 0.3, 0.2, 0.1], 1, [1, 1, 1, 0.1, 0.1]),  # falling: x0.1 after 2 bad epochs
+        ([0.1, 0.2, 0.3, 0.4, 0.5], 1, [1, 1, 1, 1, 1]),  # improving: the rate is kept
+        ([0.5, 0.5, 0.5, 0.5, 0.5], 0, [1, 1, 0.1, 0.01, 0.001]),  # flat, no patience: every epoch
+        ([0.5, 0.4, 0.45, 0.6, 0.3], 2, [1, 1, 1, 1, 1]),  # a new best resets the count
+        ([0.5, 0.4, 0.4, 0.4, 0.4], None, [1, 1, 1, 1, 0.1]),  # the default patience: 2
+    ],
+)
+def test_plateau_divides_the_rate_by_ten_when_accuracy_stops_improving(
+    tiny_data, monkeypatch, accuracies, patience, factors
+):
+    train, test = tiny_data
+    _scripted(monkeypatch, accuracies)
+    options = {} if patience is None else {"patience": patience}
+    _, history = _fit(train, test_data=test, epochs=5, schedule="plateau", **options)
+    assert history["lr"].tolist() == pytest.approx([0.1 * f for f in factors])
+    assert history["test_acc"].tolist() == accuracies
+
+
+def test_constant_schedule_keeps_the_rate_and_onecycle_warms_up_then_anneals(tiny_data, monkeypatch):
+    train, test = tiny_data
+    _scripted(monkeypatch, [0.5, 0.4, 0.3, 0.2, 0.1])
+    _, history = _fit(train, test_data=test, epochs=5, schedule="constant")
+    assert history["lr"].tolist() == pytest.approx([0.1] * 5)  # even while the accuracy falls
+    _, history = _fit(train, epochs=6, schedule="onecycle")
+    lrs = history["lr"].tolist()
+    peak = lrs.index(max(lrs))
+    assert 0 < peak < 5 and max(lrs) <= 0.1 and lrs[-1] < lrs[0] < max(lrs) / 2  # up, then far down
+    assert lrs[:peak + 1] == sorted(lrs[:peak + 1]) and lrs[peak:] == sorted(lrs[peak:], reverse=True)
+
+
+def test_patience_must_be_a_non_negative_integer(tiny_data):
+    train, _ = tiny_data
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="patience must be a non-negative integer"):
+            _fit(train, patience=bad)
+
+
+def test_evaluate_applies_the_given_transform(tiny_data):
+    _, test = tiny_data
+    model = _Probe()  # logits scale with the brightness the transform gives
+    seen = []
+
+    def darker(images):
+        seen.append(images.dtype)
+        return 1 - images.float() / 255  # a negative: not what to_float gives
+    result = vgg_utils.evaluate(model, test, transform=darker, batch_size=16, bf16=False)
+    assert seen == [torch.uint8] * 3  # the raw batches, once each (40 images, 16 per batch)
+    logits = model(1 - test.images.float() / 255)
+    assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, test.labels).item(), rel=1e-5)
+    plain = vgg_utils.evaluate(model, test, bf16=False)
+    assert abs(result.loss - plain.loss) > 0.01
+    cm = vgg_utils.confusion_matrix(model, test, transform=darker)
+    guesses = vgg_utils.predict(model, test, transform=darker).argmax(1)
+    assert cm.diag().sum() == (guesses == test.labels).sum()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"lr": 0.03}, {"batch_size": 16}, {"momentum": 0.5}, {"weight_decay": 0.0}, {"seed": 1},
+     {"label_smoothing": 0.1}, {"nesterov": True}, {"n_train": 64}],
+)  # fmt: skip
+def test_resume_refuses_a_run_with_other_settings(tiny_data, tmp_path, change):
+    path = tmp_path / "run.pt"
+    _run(tiny_data, path, epochs=1)
+    train, test = tiny_data
+    kwargs = dict(change)
+    if "n_train" in kwargs:
+        train = train.subset(slice(0, kwargs.pop("n_train")))
+    name = next(iter(change))
+    args = {"epochs": 2, "batch_size": 32, "lr": 0.02, "schedule": "plateau", "device": "cpu",
+            "checkpoint": path, "resume": True, "progress": False} | kwargs  # fmt: skip
+    with pytest.raises(vgg_utils.CheckpointError, match=rf"different run: it was saved with {name}="):
+        vgg_utils.train(_tiny_model(), train, test, **args)
+
+
+class _Booby:
+    """Unpickling this runs code: a checkpoint must never be able to do that."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_checkpoints_are_read_without_running_their_code(tiny_data, tmp_path):
+    path, marker = tmp_path / "run.pt", tmp_path / "pwned"
+    _run(tiny_data, path, epochs=1)
+    state = torch.load(path, weights_only=True)
+    state["settings"]["note"] = _Booby(marker)
+    torch.save(state, path)
+    with pytest.raises(vgg_utils.CheckpointError, match="unreadable"):
+        vgg_utils.load_checkpoint(path)
+    assert not marker.exists()

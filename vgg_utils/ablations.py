@@ -19,6 +19,7 @@ class scores are averaged over the positions.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -265,6 +266,23 @@ def _write(table: pd.DataFrame, out: str | os.PathLike) -> None:
     os.replace(tmp, path)  # atomic: a reader never sees half a CSV
 
 
+def grid_provenance(results: pd.DataFrame) -> pd.Series:
+    """How a grid's CSV was made (the provenance columns of its first row), ready to print.
+
+    A local path in ``dataset`` (where the machine that ran the grid kept its copy of CIFAR-10)
+    is left out: it names a folder of that machine, nothing a reader has. Taught in
+    ``04_training.ipynb``.
+    """
+    keys = ["size_label", "dataset", "device", "precision", "threads", "torch_version", "git_commit",
+            "date", "wall_time_s", "command"]  # fmt: skip
+    missing = [k for k in keys if k not in results.columns]
+    if missing:
+        raise ValueError(f"not a grid CSV written by vgg_utils.experiments: no column(s) {missing}")
+    first = results.iloc[0][keys].copy()
+    first["dataset"] = re.sub(r" in [^\s,)]*[/\\][^\s,)]*", "", str(first["dataset"]))
+    return first
+
+
 def summarize(results: pd.DataFrame, test_scale: str | None = None) -> pd.DataFrame:
     """Mean and spread over seeds of the test error (%), one row per (run, test scale).
 
@@ -282,7 +300,8 @@ def summarize(results: pd.DataFrame, test_scale: str | None = None) -> pd.DataFr
 
 def plot_experiment(results: pd.DataFrame, experiment: str, *, ax=None, test_scale: str | None = None):
     """One experiment's test error (%) per configuration: mean over seeds (diamond), each seed
-    (dots) and their range (line). ``jitter`` plots error against the test scale Q, one line per training scale."""
+    (dots) and their range (line). ``jitter`` plots error against the test scale Q, one line per
+    training scale, with the multi-scale error (diamond) set apart: it is not a point on the Q axis."""
     import matplotlib.pyplot as plt
 
     if experiment not in EXPERIMENTS:
@@ -295,15 +314,27 @@ def plot_experiment(results: pd.DataFrame, experiment: str, *, ax=None, test_sca
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.6))
     if experiment == "jitter":
-        scales = [q for q in df["test_scale"].unique() if q != MULTI] + [MULTI]
+        # Error against Q joined by lines; multi-scale (an average over the Qs, not a test scale) is
+        # drawn apart, past a divider, and not joined to the Q axis.
+        qs = sorted((q for q in df["test_scale"].unique() if q != MULTI), key=int)
+        has_multi = bool((df["test_scale"] == MULTI).any())
+        x_multi = len(qs) + 0.5
+        where = {q: i for i, q in enumerate(qs)} | {MULTI: x_multi}
         for train_scale, group in df.groupby("train_scale", sort=False):
             label = f"train S in [{train_scale.replace('-', ', ')}]" if "-" in train_scale else f"train S = {train_scale}"
-            mean = group.groupby("test_scale")["test_error"].mean().reindex(scales)
-            line = ax.plot(range(len(scales)), mean.values, "-o", label=label)[0]
+            mean = group.groupby("test_scale")["test_error"].mean()
+            line = ax.plot(range(len(qs)), mean.reindex(qs).values, "-o", label=label)[0]
+            if has_multi and MULTI in mean.index:
+                ax.plot(x_multi, mean[MULTI], "D", color=line.get_color(), ms=7)
             for _, row in group.iterrows():
-                ax.plot(scales.index(row["test_scale"]), row["test_error"], ".", color=line.get_color(), alpha=0.5)
-        ax.set_xticks(range(len(scales)), [f"Q={q}" if q != MULTI else "multi-scale" for q in scales])
-        ax.set_xlabel("test scale Q (pixels)")
+                ax.plot(where[row["test_scale"]], row["test_error"], ".", color=line.get_color(), alpha=0.5)
+        ticks, labels = list(range(len(qs))), [f"Q={q}" for q in qs]
+        if has_multi:
+            ax.axvline(len(qs) - 0.25, color="grey", linewidth=0.8, linestyle=":")
+            ticks.append(x_multi)
+            labels.append("multi-scale\n(avg. over Q)")
+        ax.set_xticks(ticks, labels)
+        ax.set_xlabel("test scale Q (pixels); right of the dotted line: multi-scale")
         ax.legend(fontsize=8)
     else:
         q = str(test_scale or df["test_scale"][df["test_scale"] != MULTI].iloc[0])
@@ -335,8 +366,9 @@ def plot_experiment(results: pd.DataFrame, experiment: str, *, ax=None, test_sca
 
 
 #: Our runs beside the paper's: (config, our train S, our test Q, paper S, paper Q, paper table).
-#: Our S = 40 (crop 32) plays the paper's S = 256 (crop 224); S in [32, 48] its [256; 512]; our
-#: S = 32 (no rescaling) stands beside its other fixed scale, S = 384.
+#: Our S = 40 (crop 32) plays the paper's S = 256 (crop 224); S in [32, 48] its [256; 512]. Our
+#: S = 32 (no rescaling) has no real counterpart: it is listed beside the paper's other fixed scale,
+#: S = 384 (1.71x the crop), for completeness only; notebook 04 leaves those rows out.
 PAPER_PAIRS = (
     ("A", "40", "40", "256", "256", 3), ("A-LRN", "40", "40", "256", "256", 3),
     ("B", "40", "40", "256", "256", 3), ("C", "40", "40", "256", "256", 3),

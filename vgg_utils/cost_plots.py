@@ -199,7 +199,8 @@ def plot_latency_vs_macs(
 ) -> Figure:
     """Per-image latency against GMACs, log-log: one panel per batch size, one series per
     (device, threads), with the fitted power laws from ``fits`` (columns ``device``, ``threads``,
-    ``batch_size``, ``slope``, ``intercept``, ``r2``: log10 ms = intercept + slope * log10 GMACs).
+    ``batch_size``, ``slope``, ``intercept``, ``r2``: log10 ms = intercept + slope * log10 GMACs;
+    optional ``clean``: False draws that fit faint and says its timings were noisy).
 
     Taught in ``03_efficiency.ipynb``.
     """
@@ -224,9 +225,12 @@ def plot_latency_vs_macs(
                            & (fits["batch_size"] == batch)]
                 if not fit.empty:
                     f = fit.iloc[0]
+                    # A fit the notebook marked unclean (noisy or contended timings) is drawn faint.
+                    clean = bool(f.get("clean", True))
                     ax.plot(xs, 10 ** (f["intercept"] + f["slope"] * np.log10(xs)), color=colour,
-                            linestyle="--", linewidth=1,
-                            label=f"fit: time ∝ GMACs^{f['slope']:.2f}, R²={f['r2']:.2f}")
+                            linestyle="--" if clean else ":", linewidth=1, alpha=1.0 if clean else 0.5,
+                            label=f"fit: time ∝ GMACs^{f['slope']:.2f}, R²={f['r2']:.2f}"
+                            + ("" if clean else " (noisy timings: do not read)"))
         for i, (_key, rows) in enumerate(rows_b.groupby(["device", "threads"])):
             for row in rows.itertuples():  # series alternate above / below their points
                 ax.annotate(row.model, (row.gmacs, row.per_image_ms), xytext=(0, 7 if i % 2 == 0 else -12),

@@ -24,14 +24,16 @@ import os
 import shutil
 import tarfile
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
 
-from .models import _reachable
+from .image_files import _square, decode_all, list_image_files
+from .models import DOWNLOAD_STALL_SECONDS, _reachable, _stall_timeout
 from .runtime import cache_dir
 
 CIFAR10_CLASSES = (
@@ -139,38 +141,30 @@ def _random_subset(labels: torch.Tensor, n: int | None, seed: int) -> torch.Tens
     return perm[:n]
 
 
-def _square(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize so the smaller side is ``size`` (antialiased), then centre-crop to ``size x size``."""
-    h, w = images.shape[-2:]
-    if (h, w) != (size, size):
-        scale = size / min(h, w)
-        new = (max(size, round(h * scale)), max(size, round(w * scale)))
-        images = F.interpolate(images.float(), size=new, mode="bilinear", antialias=True)
-        top, left = (new[0] - size) // 2, (new[1] - size) // 2
-        images = images[..., top : top + size, left : left + size].round().clamp(0, 255)
-        images = images.to(torch.uint8)
-    return images
-
-
 def load_image_folder(
     path: str | os.PathLike,
     image_size: int | None = None,
     *,
     n: int | None = None,
     seed: int = 0,
+    progress: bool = True,
 ) -> ImageTensors:
     """Load an ImageFolder tree (``path/<class>/<image>``) into ``uint8`` :class:`ImageTensors`.
 
-    Files are listed by ``torchvision.datasets.ImageFolder`` (so classes are the sorted folder
-    names) and decoded with Pillow. ``image_size`` resizes each image so its smaller
-    side is ``image_size`` and centre-crops a square (needed when your photos differ in size);
-    ``None`` keeps the size, which must then be the same for all. ``n`` keeps a seeded random
-    subset of ``n`` images (only those are decoded). Taught in ``04_training.ipynb``.
+    Classes are the sorted folder names, as in torchvision's ``ImageFolder``. Made for folders of
+    real photos (see :mod:`vgg_utils.image_files`): hidden files and folders are ignored; a file
+    that cannot be decoded (truncated, not an image) is skipped, and one warning names every
+    skipped file (a class left with no image is an error); EXIF orientation is applied (phone
+    photos come out upright); grayscale, palette, CMYK, 16-bit and transparent images become
+    RGB (transparency over white). ``image_size`` resizes each image so its smaller side is
+    ``image_size`` and centre-crops a square (needed when your photos differ in size); large
+    JPEGs are then decoded at a reduced size, which is several times faster. ``None`` keeps the
+    size, which must then be the same for all. ``n`` keeps a seeded random subset of ``n``
+    files (only those are decoded). Before decoding, the memory the tensor will take
+    (``N x 3 x H x W`` bytes) is compared with the memory available, and a clear error says
+    what to change when it does not fit. ``progress`` shows a bar when loading takes more than
+    a second. Taught in ``04_training.ipynb``; used for your own photos in ``06``.
     """
-    import numpy as np
-    from PIL import Image
-    from torchvision.datasets import ImageFolder
-
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist (expected {root}/<class>/*.jpg)")
@@ -178,24 +172,26 @@ def load_image_folder(
         isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
     ):
         raise ValueError(f"image_size must be a positive integer or None; got {image_size!r}")
-    folder = ImageFolder(str(root), loader=lambda p: p)  # list files only; we decode in batch
-    labels = torch.tensor(folder.targets, dtype=torch.int64)
+    classes, samples = list_image_files(root)
+    empty = [c for k, c in enumerate(classes) if not any(label == k for _, label in samples)]
+    if empty:
+        raise ValueError(f"class folders {empty} in {root} hold no files; remove them or add images")
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     chosen = _random_subset(labels, n, seed)
-    order = chosen.tolist() if chosen is not None else range(len(labels))
-    images = []
-    for i in order:
-        with Image.open(folder.samples[i][0]) as file:
-            image = torch.from_numpy(np.array(file.convert("RGB"))).permute(2, 0, 1)
-        images.append(_square(image[None], image_size)[0] if image_size else image)
-    sizes = {tuple(im.shape) for im in images}
-    if len(sizes) > 1:
-        raise ValueError(
-            f"images in {root} differ in size ({sorted(sizes)[:3]}...); pass image_size=... "
-            "to resize them to one square size"
-        )
-    stacked = torch.stack(images) if images else torch.empty(0, 3, 1, 1, dtype=torch.uint8)
-    labels = labels[chosen] if chosen is not None else labels
-    return ImageTensors(stacked, labels, folder.classes, source=f"image folder {root}")
+    order = chosen.tolist() if chosen is not None else list(range(len(samples)))
+    out, skipped = decode_all([samples[i][0] for i in order], root, image_size, progress)
+    kept = [i for j, i in enumerate(order) if j not in skipped]
+    if skipped:
+        names = ", ".join(f"{samples[order[j]][0].relative_to(root)} ({why})" for j, why in skipped.items())
+        warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {root}: {names}", stacklevel=2)
+        tried = {samples[i][1] for i in order}
+        lost = [classes[k] for k in sorted(tried) if not any(samples[i][1] == k for i in kept)]
+        if lost:
+            raise ValueError(
+                f"no readable image left for class(es) {lost} in {root} (skipped: {names}); "
+                "add images that open in an image viewer, or remove the folder"
+            )
+    return ImageTensors(out, labels[kept], classes, source=f"image folder {root}")
 
 
 def local_cifar10_folder(extract_to: str | os.PathLike | None = None) -> Path | None:
@@ -309,7 +305,7 @@ def load_cifar10(
     if how is None and source in ("auto", "folder"):
         folder = local_cifar10_folder()
         if folder is not None:
-            data = load_image_folder(folder / split, n=n, seed=seed)
+            data = load_image_folder(folder / split, n=n, seed=seed, progress=verbose)
             if tuple(data.classes) != CIFAR10_CLASSES or data.image_size != (32, 32):
                 raise DatasetUnavailableError(
                     f"{CIFAR10_DIR_ENV} holds classes {data.classes[:4]}... of size {data.image_size}; "
@@ -327,17 +323,29 @@ def load_cifar10(
         if _reachable(CIFAR10_URL, timeout):
             how = f"downloaded to {root}"
         else:
-            tried.append(f"www.cs.toronto.edu unreachable within {timeout:g} s")
+            tried.append(f"{urlparse(CIFAR10_URL).hostname} unreachable within {timeout:g} s")
     if how is None:
         raise DatasetUnavailableError(
             "CIFAR-10 is unavailable: " + "; ".join(tried) + ". On a connected machine run\n"
             "    python -c \"import vgg_utils; vgg_utils.load_cifar10('train')\"\n"
-            f"and copy {root}/cifar-10-batches-py along (or set VGG_DATA_DIR)."
+            f"and copy {root}/cifar-10-batches-py along (or set VGG_DATA_DIR), or set "
+            f"{CIFAR10_DIR_ENV} to a copy as image folders (train/<class>/*.png, test/<class>/*.png)."
         )
     from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import download_and_extract_archive
 
     try:
-        dataset = CIFAR10(str(root), train=split == "train", download=how.startswith("downloaded"))
+        if how.startswith("downloaded"):
+            with _stall_timeout(DOWNLOAD_STALL_SECONDS):  # torchvision's downloader has no timeout
+                download_and_extract_archive(CIFAR10_URL, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
+        dataset = CIFAR10(str(root), train=split == "train", download=False)
+    except OSError as err:  # the download stalled or broke off (a partial archive fails its MD5 next time)
+        raise DatasetUnavailableError(
+            f"CIFAR-10 is unavailable: the download from {urlparse(CIFAR10_URL).hostname} failed ({type(err).__name__}: "
+            f"{err}). On a connected machine run\n"
+            "    python -c \"import vgg_utils; vgg_utils.load_cifar10('train')\"\n"
+            f"and copy {root}/cifar-10-batches-py along (or set VGG_DATA_DIR)."
+        ) from err
     except RuntimeError as err:  # torchvision's MD5 check failed
         raise DatasetUnavailableError(
             f"CIFAR-10 files in {root / CIFAR10.base_folder} are incomplete or corrupt ({err}); "

@@ -7,10 +7,13 @@ dict matches torchvision's ``vgg11/13/16/19(_bn)`` key for key, so torchvision's
 
 from __future__ import annotations
 
+import http.client
 import math
 import os
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -248,22 +251,50 @@ def weights_path(config: str, *, batch_norm: bool = False) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
+#: A download that receives nothing for this many seconds is abandoned (bad wifi, a stalled
+#: server), with the same offline message as an unreachable host.
+DOWNLOAD_STALL_SECONDS = 30.0
+
+
 def _reachable(url: str, timeout: float) -> bool:
-    """Can we open a TCP connection to the URL's host within ``timeout`` seconds (DNS included)?"""
-    parsed = urlparse(url)
+    """Does the URL's server answer an HTTP request within ``timeout`` seconds?
+
+    DNS, connection, TLS handshake and the first response line all count: a host that accepts
+    the connection but never answers (a captive portal, a stalled proxy) is unreachable too.
+    Any HTTP answer, even an error status, means the server is there. Runs in a thread, so a
+    hanging DNS lookup cannot hang the notebook.
+    """
+    import urllib.error
+    import urllib.request
+
     result: list[bool] = []
 
     def probe() -> None:
+        request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "vgg-course"})
         try:
-            with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout):
+            with urllib.request.urlopen(request, timeout=timeout):
                 result.append(True)
-        except OSError:
+        except urllib.error.HTTPError:  # the server answered (403, 405, ...): it is there
+            result.append(True)
+        except (OSError, ValueError, http.client.HTTPException):  # DNS, refused, timed out, TLS
             result.append(False)
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
-    thread.join(timeout)  # a hanging DNS lookup must not hang the notebook
+    thread.join(timeout)
     return bool(result and result[0])
+
+
+@contextmanager
+def _stall_timeout(seconds: float) -> Iterator[None]:
+    """Give every socket opened inside (the download's) a read timeout: torchvision's and
+    torch.hub's downloaders pass none, so a server that stops sending would hang them forever."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
 
 
 def load_pretrained(
@@ -279,19 +310,35 @@ def load_pretrained(
     weights = torchvision_weights(config, batch_norm=batch_norm)
     path = weights_path(config, batch_norm=batch_norm)
     if path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    elif _reachable(weights.url, timeout):
-        state = torch.hub.load_state_dict_from_url(
-            weights.url, progress=progress, check_hash=True, weights_only=True, map_location="cpu"
-        )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated copy, foreign pickle: never unpickle code
+            raise PretrainedUnavailableError(
+                f"the cached weight file {path} is unreadable ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:120]}); delete it and load again, or copy a good one"
+            ) from err
     else:
         tv = TORCHVISION_NAMES[canonical_name(config)] + ("_bn" if batch_norm else "")
-        raise PretrainedUnavailableError(
-            f"ImageNet weights for {tv} are not cached ({path}) and "
-            f"{urlparse(weights.url).hostname} is unreachable. On a connected machine run\n"
-            f"    python -m vgg_utils.download {tv}\n"
+        how = (
+            f"On a connected machine run\n    python -m vgg_utils.download {tv}\n"
             f"and copy the file into {path.parent} (or set TORCH_HOME to a folder that has it)."
         )
+        host = urlparse(weights.url).hostname
+        if not _reachable(weights.url, timeout):
+            raise PretrainedUnavailableError(
+                f"ImageNet weights for {tv} are not cached ({path}) and {host} is unreachable "
+                f"(no answer within {timeout:g} s). {how}"
+            )
+        try:
+            with _stall_timeout(DOWNLOAD_STALL_SECONDS):
+                state = torch.hub.load_state_dict_from_url(
+                    weights.url, progress=progress, check_hash=True, weights_only=True, map_location="cpu"
+                )
+        except OSError as err:  # timed out, connection reset: torch.hub removes its partial file
+            raise PretrainedUnavailableError(
+                f"ImageNet weights for {tv} are not cached ({path}) and the download from {host} "
+                f"failed ({type(err).__name__}: {err}). {how}"
+            ) from err
     model = build_vgg(config, batch_norm=batch_norm)
     model.load_state_dict(state, strict=True)
     return model.eval()

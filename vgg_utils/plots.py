@@ -46,7 +46,8 @@ def _check_columns(df: pd.DataFrame, needed: tuple[str, ...], what: str) -> None
 def plot_ilsvrc(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Bar chart of ILSVRC top-5 error by year (``data/ilsvrc_top5.csv``), VGG highlighted.
 
-    Rows with an empty ``year`` (the human estimate) are drawn as a horizontal line, not a bar.
+    Rows with an empty ``year`` (the human estimate) are drawn as a horizontal line, not a bar,
+    labelled with their ``model`` column (who it was) when the table has one.
     Taught in ``01_architecture.ipynb``.
     """
     _check_columns(df, ("year", "team", "top5_error"), "the ILSVRC table")
@@ -58,9 +59,12 @@ def plot_ilsvrc(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     colours = ["#C44E52" if v else "#9DB4D3" for v in is_vgg]
     bars = ax.bar(labels, entries["top5_error"], color=colours, edgecolor="black", linewidth=0.6)
     ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=9)
-    for err in humans["top5_error"]:
+    for _, human in humans.iterrows():
+        err = human["top5_error"]
+        who = human.get("model")
+        who = who if isinstance(who, str) and who else "human estimate"
         ax.axhline(err, color="black", linestyle="--", linewidth=1)
-        ax.text(len(labels) - 0.5, err + 0.4, f"human estimate {err:.1f}%", ha="right", fontsize=9)
+        ax.text(len(labels) - 0.5, err + 0.4, f"{who}: {err:.1f}%", ha="right", fontsize=9)
     ax.legend(
         handles=[Patch(color="#C44E52", label="VGG (2nd in 2014)"), Patch(color="#9DB4D3", label="winner")],
         loc="upper right",

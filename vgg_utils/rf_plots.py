@@ -7,6 +7,7 @@ check titles and labels and a notebook can save it.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -100,23 +101,34 @@ def plot_gradient_maps(
     maps: Mapping[str, torch.Tensor],
     boxes: Mapping[str, tuple[tuple[int, int], tuple[int, int]]] | None = None,
     title: str = "",
+    origin: tuple[int, int] = (0, 0),
 ) -> Figure:
-    """Input-gradient maps side by side; ``boxes`` (rows, cols inclusive) are outlined in red."""
-    fig, axes = plt.subplots(1, len(maps), figsize=(4.6 * len(maps), 4.6), squeeze=False)
+    """Input-gradient maps side by side; ``boxes`` (rows, cols inclusive) are outlined in red.
+
+    ``origin``: the input (row, col) of each map's top-left pixel, for maps cut out of a larger
+    gradient (``grad[80:140, 80:140]`` has origin ``(80, 80)``). The axes then show the input's own
+    pixel coordinates, and ``boxes`` are given in those coordinates too.
+    """
+    r_off, c_off = origin
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.6 * len(maps), 4.9), squeeze=False,
+                             layout="constrained")
     for ax, (name, grad) in zip(axes[0], maps.items(), strict=True):
         grad = grad.detach().cpu().float()
-        ax.imshow(((grad > 0).float() * 0.25 + grad / grad.max() * 0.75).numpy(), cmap="magma")
+        h, w = grad.shape[-2:]
+        # extent puts pixel (i, j) of the map at input coordinates (r_off + i, c_off + j)
+        extent = (c_off - 0.5, c_off + w - 0.5, r_off + h - 0.5, r_off - 0.5)
+        ax.imshow(((grad > 0).float() * 0.25 + grad / grad.max() * 0.75).numpy(), cmap="magma",
+                  extent=extent)
         if boxes and name in boxes:
             (r0, r1), (c0, c1) = boxes[name]
             ax.add_patch(
                 Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0 + 1, r1 - r0 + 1, fill=False,
                           edgecolor=ERF_COLOUR, linewidth=1.5)
             )
-        ax.set_title(name)
+        ax.set_title(textwrap.fill(name, 46), fontsize=10)
         ax.set_xlabel("input column (pixels)")
         ax.set_ylabel("input row (pixels)")
-    fig.suptitle(title or "|d unit / d input| (dark: zero; red box: theoretical receptive field)")
-    fig.tight_layout()
+    fig.suptitle(textwrap.fill(title or "|d unit / d input| (dark: zero; red box: theoretical receptive field)", 90))
     return fig
 
 

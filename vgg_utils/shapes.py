@@ -129,8 +129,6 @@ def _draw_parameters(
     size = image_size
     radius = (scale[0] + (scale[1] - scale[0]) * u[:, 1]) * size / 2
     bright = u[:, 5] < 0.5  # a bright shape on a dark background, or the reverse
-    fg = torch.where(bright[:, None], 0.55 + 0.45 * u[:, 6:9], 0.4 * u[:, 6:9])
-    bg = torch.where(bright[:, None], 0.45 * u[:, 9:15], 0.6 + 0.4 * u[:, 9:15]).view(-1, 2, 3)
     strokes = u[:, 19 : 19 + 9 * _STROKES].reshape(-1, _STROKES, 9)
     noise = u[:, n_uniform:]
     return {
@@ -139,51 +137,86 @@ def _draw_parameters(
         "cx": radius + (size - 2 * radius) * u[:, 2],  # the whole shape stays inside the image
         "cy": radius + (size - 2 * radius) * u[:, 3],
         "angle": 2 * math.pi * u[:, 4],
-        "fg": fg,
-        "bg": bg,
+        "fg": _shape_colour(bright, u[:, 6:9]),
+        "bg": _background_colours(bright, u[:, 9:15]),
         "shade_angle": 2 * math.pi * u[:, 18],
-        "grating": torch.stack(
-            [1 + 4 * u[:, 15], math.pi * u[:, 16], 2 * math.pi * u[:, 17], 0.6 * u[:, 18]], 1
-        ),
+        "grating": _grating(u[:, 15:19]),
         "strokes": strokes,
+        "stroke_xy": strokes[:, :, :4] * size,  # segment ends (x0, y0, x1, y1) in pixels
         "noise_lo": noise[:, : _NOISE_LO**2].reshape(-1, 1, _NOISE_LO, _NOISE_LO),
         "noise_hi": noise[:, _NOISE_LO**2 :].reshape(-1, 1, _NOISE_HI, _NOISE_HI),
     }
 
 
+# The colour and grating rules, shared with the multi-shape scenes of vgg_utils.scenes.
+def _shape_colour(bright: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """RGB ``(N, 3)`` of a shape from 3 uniforms: light on a dark background, or dark on light."""
+    return torch.where(bright[:, None], 0.55 + 0.45 * u, 0.4 * u)
+
+
+def _background_colours(bright: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The two background colours ``(N, 2, 3)`` the noise and stripes mix, from 6 uniforms."""
+    return torch.where(bright[:, None], 0.45 * u, 0.6 + 0.4 * u).view(-1, 2, 3)
+
+
+def _grating(u: torch.Tensor) -> torch.Tensor:
+    """Stripe grating ``(N, 4)`` from 4 uniforms: frequency (1-5 cycles per unit length),
+    orientation, phase and weight in the background mix."""
+    return torch.stack([1 + 4 * u[:, 0], math.pi * u[:, 1], 2 * math.pi * u[:, 2], 0.6 * u[:, 3]], 1)
+
+
+def _pixel_grid(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre coordinates ``gy (1, H, 1)``, ``gx (1, 1, W)``, to broadcast to ``(N, H, W)``."""
+    gy = (torch.arange(height, dtype=torch.float32) + 0.5)[None, :, None]
+    gx = (torch.arange(width, dtype=torch.float32) + 0.5)[None, None, :]
+    return gy, gx
+
+
 def _render(p: dict[str, torch.Tensor], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Images ``(N, 3, S, S)`` in [0, 1] and object masks ``(N, S, S)`` from drawn parameters."""
-    n, s = len(p["label"]), image_size
-    coords = torch.arange(s, dtype=torch.float32) + 0.5  # pixel centres
-    gy, gx = coords[None, :, None], coords[None, None, :]  # broadcast to (N, S, S)
+    s = image_size
+    gy, gx = _pixel_grid(s, s)
+    image = _background(p, gy, gx, unit=s)
+    mask = _paint_shape(image, p, gy, gx)
+    return image.clamp_(0, 1), mask
 
-    # Background: coarse and fine noise plus a stripe grating, mixing two colours.
-    noise = 0.6 * F.interpolate(p["noise_lo"], size=(s, s), mode="bicubic", align_corners=False)
-    noise = noise + 0.4 * F.interpolate(p["noise_hi"], size=(s, s), mode="bilinear", align_corners=False)
+
+def _background(p: dict[str, torch.Tensor], gy: torch.Tensor, gx: torch.Tensor, unit: float) -> torch.Tensor:
+    """Backgrounds ``(N, 3, H, W)`` (not clamped): coarse and fine noise plus a stripe grating mixing
+    two colours, then the distractor strokes. ``unit``: the length in pixels that the grating's
+    frequency and the strokes' width refer to (the image size; scenes keep the dataset's)."""
+    h, w = gy.shape[1], gx.shape[2]
+    noise = 0.6 * F.interpolate(p["noise_lo"], size=(h, w), mode="bicubic", align_corners=False)
+    noise = noise + 0.4 * F.interpolate(p["noise_hi"], size=(h, w), mode="bilinear", align_corners=False)
     freq, theta, phase, weight = (p["grating"][:, i, None, None] for i in range(4))
     stripes = 0.5 + 0.5 * torch.sin(
-        2 * math.pi * freq * (gx * theta.cos() + gy * theta.sin()) / s + phase
+        2 * math.pi * freq * (gx * theta.cos() + gy * theta.sin()) / unit + phase
     )
     t = (weight * stripes + (1 - weight) * noise[:, 0]).clamp(0, 1)[:, None]
     image = torch.lerp(p["bg"][:, 0, :, None, None], p["bg"][:, 1, :, None, None], t)
 
     # Distractor strokes: line segments of any colour, under the shape so its box stays exact.
-    for k in range(_STROKES):
+    for k in range(p["strokes"].shape[1]):
         st = p["strokes"][:, k]
-        x0, y0, x1, y1 = (st[:, i, None, None] * s for i in range(4))
-        half_width = (0.5 + st[:, 4, None, None] * 0.03 * s) * (st[:, 8, None, None] < 0.8)
+        x0, y0, x1, y1 = (p["stroke_xy"][:, k, i, None, None] for i in range(4))
+        half_width = (0.5 + st[:, 4, None, None] * 0.03 * unit) * (st[:, 8, None, None] < 0.8)
         dx, dy = x1 - x0, y1 - y0
         t = (((gx - x0) * dx + (gy - y0) * dy) / (dx**2 + dy**2 + 1e-6)).clamp(0, 1)
         dist = torch.hypot(gx - x0 - t * dx, gy - y0 - t * dy)
         alpha = (0.5 + half_width - dist).clamp_(0, 1)[:, None]
         image.lerp_(st[:, 5:8, None, None], alpha)  # paint the stroke over what is there
+    return image
 
-    # The shape: local coordinates (rotated, in units of its radius), then a signed distance.
+
+def _paint_shape(image: torch.Tensor, p: dict[str, torch.Tensor], gy: torch.Tensor, gx: torch.Tensor) -> torch.Tensor:
+    """Paint shape ``i`` of ``p`` over ``image[i]`` (in place, antialiased); returns the masks ``(N, H, W)``."""
+    n, h, w = len(p["label"]), gy.shape[1], gx.shape[2]
+    # Local coordinates (rotated, in units of the shape's radius), then a signed distance.
     cos, sin = p["angle"].cos()[:, None, None], p["angle"].sin()[:, None, None]
     r = p["radius"][:, None, None]
     dx, dy = gx - p["cx"][:, None, None], gy - p["cy"][:, None, None]
     lx, ly = (dx * cos + dy * sin) / r, (-dx * sin + dy * cos) / r
-    sd = torch.empty(n, s, s)
+    sd = torch.empty(n, h, w)
     for label in p["label"].unique().tolist():
         idx = (p["label"] == label).nonzero()[:, 0]
         sd[idx] = signed_distance(SHAPE_CLASSES[label], lx[idx], ly[idx])
@@ -192,7 +225,7 @@ def _render(p: dict[str, torch.Tensor], image_size: int) -> tuple[torch.Tensor, 
     sa = p["shade_angle"]
     shade = 0.85 + 0.15 * (lx * sa.cos()[:, None, None] + ly * sa.sin()[:, None, None]).clamp(-1, 1)
     image.lerp_(p["fg"][:, :, None, None] * shade[:, None], alpha)
-    return image.clamp_(0, 1), sd_pixels < 0
+    return sd_pixels < 0
 
 
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageTensors, to_float
+from .image_files import progress_bar
 from .runtime import cpu_fast_bf16, get_device, module_device
 
 SCHEDULES = ("plateau", "onecycle", "constant")
@@ -63,23 +63,42 @@ def auto_channels_last(device: torch.device | str) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and cpu_fast_bf16())
 
 
+_INFERRED = "tensors (classes inferred from the labels)"
+
+
 def _as_tensors(data, name: str) -> ImageTensors:
     if isinstance(data, ImageTensors):
         return data
     if isinstance(data, (tuple, list)) and len(data) in (2, 3):
         images, labels = data[0], data[1]
-        classes = data[2] if len(data) == 3 else [str(i) for i in range(int(labels.max()) + 1)]
-        return ImageTensors(images, labels, classes)
+        if len(data) == 3:
+            return ImageTensors(images, labels, data[2], "tensors")
+        classes = [str(i) for i in range(int(torch.as_tensor(labels).max()) + 1)]
+        return ImageTensors(images, labels, classes, _INFERRED)
     raise TypeError(
         f"{name} must be an ImageTensors (e.g. from load_cifar10 or ShapesDataset) or a tuple "
         f"(images, labels[, classes]); got {type(data).__name__}"
     )
 
 
+def _check_outputs(outputs: int, data: ImageTensors, who: str) -> None:
+    """The model must score exactly the data's classes (at least its labels, when the classes
+    were only inferred from them): else say what to change, before a loss function fails with
+    ``IndexError: Target 7 is out of bounds`` (or, on a GPU, a device-side assert)."""
+    k = len(data.classes)
+    if outputs == k or (data.source == _INFERRED and outputs >= k):
+        return
+    names = ", ".join(data.classes[:4]) + (", ..." if k > 4 else "")
+    raise ValueError(
+        f"{who}: the model outputs {outputs} class scores but the data has {k} classes ({names}). "
+        f"Build the model for them, e.g. build_vgg(..., num_classes={k}), or give a trained model "
+        f"a new last layer with vgg_utils.replace_head(model, {k})"
+    )
+
+
 # --- evaluation ----------------------------------------------------------------------------------
 
 
-@torch.inference_mode()
 def predict(
     model: nn.Module,
     data: ImageTensors | tuple,
@@ -89,18 +108,28 @@ def predict(
     bf16: bool | None = None,
 ) -> torch.Tensor:
     """Logits ``(N, num_classes)`` (float32, on the model's device) for every image, in eval mode."""
-    data = _as_tensors(data, "data")
+    return _predict(model, _as_tensors(data, "data"), transform, batch_size, bf16, check=None)
+
+
+@torch.inference_mode()
+def _predict(model, data: ImageTensors, transform, batch_size: int, bf16, *, check: str | None):
+    """:func:`predict`; with ``check`` (the caller's name) the first batch's outputs are checked
+    against the data's classes, so a wrong head fails at once, not after a pass over all data."""
     device = module_device(model)
     bf16 = auto_bf16(device) if bf16 is None else bf16
     transform = transform or to_float
     was_training = model.training
     model.eval()
     outputs = []
-    for start in range(0, len(data), batch_size):
-        x = transform(data.images[start : start + batch_size].to(device, non_blocking=True))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            outputs.append(model(x).float())
-    model.train(was_training)
+    try:
+        for start in range(0, len(data), batch_size):
+            x = transform(data.images[start : start + batch_size].to(device, non_blocking=True))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                outputs.append(model(x).float())
+            if check is not None and start == 0:
+                _check_outputs(outputs[0].shape[-1], data, check)
+    finally:
+        model.train(was_training)
     return torch.cat(outputs)
 
 
@@ -117,7 +146,7 @@ def evaluate(
     ``transform`` is the test-time pre-processing (e.g. ``augment.test``; default: to float).
     """
     data = _as_tensors(data, "data")
-    logits = predict(model, data, transform=transform, batch_size=batch_size, bf16=bf16)
+    logits = _predict(model, data, transform, batch_size, bf16, check="evaluate")
     labels = data.labels.to(logits.device)
     loss = F.cross_entropy(logits, labels).item()
     return Evaluation(loss, (logits.argmax(1) == labels).float().mean().item())
@@ -133,7 +162,7 @@ def confusion_matrix(
     """Counts ``(K, K)`` ``int64``: row = true class, column = predicted class (on the CPU)."""
     data = _as_tensors(data, "data")
     k = len(data.classes)
-    pred = predict(model, data, transform=transform, batch_size=batch_size).argmax(1).cpu()
+    pred = _predict(model, data, transform, batch_size, None, check="confusion_matrix").argmax(1).cpu()
     return torch.bincount(data.labels.cpu() * k + pred, minlength=k * k).reshape(k, k)
 
 
@@ -196,6 +225,11 @@ def train(
         raise ValueError(f"lr must be positive; got {lr}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
+    if test_data is not None and test_data.source != _INFERRED and len(test_data.classes) != len(train_data.classes):
+        raise ValueError(
+            f"train_data has {len(train_data.classes)} classes but test_data has {len(test_data.classes)}; "
+            "test on the same classes you train on"
+        )
     if batch_size > len(train_data):
         raise ValueError(f"batch_size={batch_size} exceeds the {len(train_data)} training images")
     device = torch.device(device) if device is not None else get_device()
@@ -236,7 +270,7 @@ def train(
         elif progress:
             print(f"no checkpoint at {path} yet: training from scratch")
 
-    bar = _progress_bar((epochs - start_epoch) * steps, progress, f"epoch {start_epoch + 1}/{epochs}")
+    bar = progress_bar((epochs - start_epoch) * steps, progress, f"epoch {start_epoch + 1}/{epochs}", unit="batch")
     for epoch in range(start_epoch + 1, epochs + 1):
         tic = time.perf_counter()
         model.train()
@@ -254,6 +288,8 @@ def train(
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
+                if step == 0:  # a shape, known without waiting for the device
+                    _check_outputs(logits.shape[-1], train_data, "train")
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -306,16 +342,6 @@ def _param_groups(model: nn.Module, param_groups: list[dict] | None, lr: float) 
             raise ValueError(f"param_groups[{i}] has lr={rate}; learning rates must be positive")
         groups.append({**group, "params": params, "lr": rate})
     return groups
-
-
-def _progress_bar(total: int, enabled: bool, desc: str):
-    if not enabled or total == 0:
-        return None
-    with warnings.catch_warnings():
-        # tqdm.auto warns once when a Jupyter kernel lacks ipywidgets, then falls back to text.
-        warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
-        from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="batch", leave=True)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------

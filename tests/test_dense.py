@@ -1,0 +1,375 @@
+"""The fully convolutional VGG (FC6 as a k x k conv) and the paper's test-time evaluation."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from vgg_utils import ShapesDataset, build_vgg, receptive_field_table, total_macs
+from vgg_utils.course_models import CourseModelError, load_course_model
+from vgg_utils.dense import FullyConvolutionalVGG, to_fully_convolutional
+from vgg_utils.dense_eval import (
+    PAPER_TABLE5,
+    combine_evaluations,
+    crop_grid,
+    dense_evaluation,
+    evaluation_table,
+    multi_crop_evaluation,
+    multi_scale_evaluation,
+    rescale,
+)
+
+CONFIGS = ["A", "A-LRN", "B", "C", "D", "E"]
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small tensors, one thread
+
+
+@pytest.fixture(scope="module")
+def meta_vgg16() -> FullyConvolutionalVGG:
+    with torch.device("meta"):
+        return to_fully_convolutional(build_vgg("D"))
+
+
+def _randomise_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Running statistics and affine parameters away from the identity, so BN is really tested."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
+            m.weight.data.copy_(0.5 + torch.rand(m.num_features, generator=gen))
+            m.bias.data.copy_(0.2 * torch.rand(m.num_features, generator=gen) - 0.1)
+    return model
+
+
+def _relative_difference(logits: torch.Tensor, score_map: torch.Tensor) -> float:
+    assert score_map.shape[-2:] == (1, 1), f"expected a 1x1 score map on the training crop, got {tuple(score_map.shape)}"
+    return ((logits - score_map[:, :, 0, 0]).abs().max() / logits.abs().max()).item()
+
+
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "bn"])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_score_map_equals_logits_on_the_training_crop(config, batch_norm):
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 64, 64)
+    model = _randomise_batch_norm(build_vgg(config, 10, batch_norm=batch_norm, width=0.0625, fc_width=32, input_size=64)).eval()
+    net = to_fully_convolutional(model)
+    assert (net.kernel, net.crop_size) == (2, 64)
+    with torch.no_grad():
+        assert _relative_difference(model(x), net(x)) < 1e-5
+
+
+@pytest.mark.parametrize("width", [0.25, 0.5, 1.0])
+def test_score_map_equals_logits_at_every_width(width):
+    torch.manual_seed(7)
+    model = _randomise_batch_norm(build_vgg("D", 10, batch_norm=True, width=width, fc_width=256, input_size=32)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert _relative_difference(model(x), to_fully_convolutional(model)(x)) < 1e-5
+
+
+@pytest.mark.parametrize("config", ["A", "D", "E"])
+def test_torchvision_head_becomes_a_7x7_conv_at_224(config):
+    """``input_size=None`` is torchvision's head (AdaptiveAvgPool2d((7, 7))): the training crop is
+    224 and FC6 a 7x7 conv over pool5, the adaptive pool dropped."""
+    torch.manual_seed(1)
+    model = _randomise_batch_norm(build_vgg(config, 7, batch_norm=True, width=0.0625, fc_width=32)).eval()
+    net = to_fully_convolutional(model)
+    assert (net.kernel, net.crop_size, net.num_classes) == (7, 224, 7)
+    assert isinstance(net.head[0], nn.Conv2d) and net.head[0].kernel_size == (7, 7)
+    assert all(m.kernel_size == (1, 1) for m in net.head[1:] if isinstance(m, nn.Conv2d))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert _relative_difference(model(x), net(x)) < 1e-5
+
+
+def test_full_width_vgg16_fc6_is_4096_filters_of_512x7x7():
+    with torch.device("meta"):  # the shapes only: no 550 MB of weights
+        net = to_fully_convolutional(build_vgg("D"))
+    assert [tuple(m.weight.shape) for m in net.head if isinstance(m, nn.Conv2d)] == [
+        (4096, 512, 7, 7), (4096, 4096, 1, 1), (1000, 4096, 1, 1)
+    ]  # fmt: skip
+
+
+def test_compact_head_is_already_fully_convolutional():
+    """GAP + Linear becomes a 1x1 conv; the averaged score map equals the original at any size."""
+    torch.manual_seed(3)
+    model = _randomise_batch_norm(build_vgg("B", 10, batch_norm=True, width=0.125, head="compact")).eval()
+    net = to_fully_convolutional(model)
+    assert net.compact and (net.kernel, net.crop_size) == (1, 32)
+    for h, w in ((32, 32), (64, 96), (100, 70)):
+        x = torch.randn(2, 3, h, w)
+        with torch.no_grad():
+            maps = net(x)
+            assert maps.shape == (2, 10, h // 32, w // 32)
+            expected = model(x)
+            assert ((maps.mean(dim=(2, 3)) - expected).abs().max() / expected.abs().max()) < 1e-5
+
+
+def test_course_model_shapes96():
+    course = load_course_model("shapes96")
+    net = to_fully_convolutional(course.model)
+    assert (net.kernel, net.crop_size) == (3, 96)
+    x = course.preprocess(ShapesDataset(16, 96, split="test", dtype=torch.uint8).images)
+    with torch.no_grad():
+        assert _relative_difference(course.model(x), net(x)) < 1e-5
+        assert net(course.preprocess(torch.zeros(1, 3, 192, 256))).shape == (1, 10, 4, 6)
+
+
+def test_course_model_cifar10():
+    try:
+        course = load_course_model("cifar10")
+    except CourseModelError as err:
+        pytest.skip(f"the cifar10 course checkpoint is not built here ({str(err).splitlines()[0][:120]})")
+    net = to_fully_convolutional(course.model)
+    assert (net.kernel, net.crop_size) == (1, 32)
+    x = course.preprocess(torch.rand(8, 3, 32, 32))
+    with torch.no_grad():
+        assert _relative_difference(course.model(x), net(x)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((224, 224), (1, 1)), ((384, 384), (6, 6)), ((256, 320), (2, 4)), ((255, 255), (1, 1)),
+     ((512, 640), (10, 14)), ((480, 224), (9, 1))],
+)  # fmt: skip
+def test_score_map_sizes_of_vgg16(size, expected, meta_vgg16):
+    net = meta_vgg16
+    out = net(torch.zeros(1, 3, *size, device="meta"))
+    assert tuple(out.shape) == (1, 1000, *expected)
+    assert net.score_map_size(*size) == expected
+
+
+def test_score_map_sizes_for_other_crops():
+    with torch.device("meta"):
+        net96 = to_fully_convolutional(build_vgg("D", 10, width=0.25, fc_width=64, input_size=96))
+        net32 = to_fully_convolutional(build_vgg("D", 10, width=0.25, fc_width=64, input_size=32))
+    assert (net96.kernel, net32.kernel) == (3, 1)
+    for net, size, expected in ((net96, (96, 96), (1, 1)), (net96, (192, 256), (4, 6)), (net96, (128, 130), (2, 2)),
+                                (net32, (32, 32), (1, 1)), (net32, (40, 72), (1, 2))):  # fmt: skip
+        assert tuple(net(torch.zeros(1, 3, *size, device="meta")).shape[-2:]) == expected == net.score_map_size(*size)
+
+
+def test_original_model_is_left_untouched():
+    torch.manual_seed(4)
+    model = build_vgg("A", 10, batch_norm=True, width=0.125, fc_width=32, input_size=64).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    net = to_fully_convolutional(model)
+    assert model.training and not net.training  # the conversion is for test time; the original keeps its mode
+    assert model.state_dict().keys() == before.keys()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert isinstance(model.classifier[0], nn.Linear) and model.input_size == 64
+    ours = {p.data_ptr() for p in model.parameters()} | {b.data_ptr() for b in model.buffers()}
+    assert not ours & ({p.data_ptr() for p in net.parameters()} | {b.data_ptr() for b in net.buffers()})
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_clear_errors():
+    model = build_vgg("A", 10, width=0.125, fc_width=32, input_size=96).eval()
+    net = to_fully_convolutional(model)
+    with pytest.raises(ValueError, match=r"at least 96x96.*got 64x128"):
+        net(torch.zeros(1, 3, 64, 128))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        net(torch.zeros(3, 96, 96))
+    with pytest.raises(TypeError, match="expects a VGG.*got Linear"):
+        to_fully_convolutional(nn.Linear(3, 3))
+    with pytest.raises(TypeError, match="already fully convolutional"):
+        to_fully_convolutional(net)
+    headless = build_vgg("A", 10, width=0.125, input_size=96)
+    headless.classifier = nn.Sequential()
+    with pytest.raises(ValueError, match="no FC"):
+        to_fully_convolutional(headless)
+    headless.classifier = nn.Identity()
+    with pytest.raises(ValueError, match="no FC"):
+        to_fully_convolutional(headless)
+    odd = build_vgg("A", 10, width=0.125, fc_width=32, input_size=96)
+    odd.classifier.insert(1, nn.BatchNorm1d(32))
+    with pytest.raises(ValueError, match="BatchNorm1d"):
+        to_fully_convolutional(odd)
+    resized = build_vgg("A", 10, width=0.125, fc_width=32, input_size=96)
+    resized.classifier[0] = nn.Linear(100, 32)
+    with pytest.raises(ValueError, match="FC6 takes 100 inputs"):
+        to_fully_convolutional(resized)
+    with pytest.raises(ValueError, match="test scale Q.*at least the training crop 96"):
+        dense_evaluation(net, torch.zeros(1, 3, 96, 96), 64)
+    with pytest.raises(ValueError, match="grid must be a positive integer"):
+        multi_crop_evaluation(net, torch.zeros(1, 3, 96, 96), 128, grid=0)
+
+
+def test_clear_errors_for_real_non_vgg_models_and_small_inputs():
+    """A ResNet (no .features), a CourseModel wrapper (pass its .model), and inputs below the crop
+    everywhere an image enters: the converted net, the compact head, score maps."""
+    import torchvision
+
+    with torch.device("meta"):
+        resnet = torchvision.models.resnet18()
+    with pytest.raises(TypeError, match=r"expects a VGG.*\.features.*got ResNet"):
+        to_fully_convolutional(resnet)
+    course = load_course_model("shapes96")
+    with pytest.raises(TypeError, match=r"CourseModel: pass its \.model"):
+        to_fully_convolutional(course)
+    compact = to_fully_convolutional(build_vgg("A", 10, width=0.0625, head="compact"))
+    with pytest.raises(ValueError, match=r"at least 32x32.*got 31x64"):
+        compact(torch.zeros(1, 3, 31, 64))
+    from vgg_utils.scenes import score_maps
+
+    with pytest.raises(ValueError, match=r"at least 96x96.*got 80x200"):
+        score_maps(course.model, torch.zeros(1, 3, 80, 200))
+    # A refused input loses nothing: the model and the input are as they were.
+    x = torch.zeros(1, 3, 80, 200)
+    before = {k: v.clone() for k, v in course.model.state_dict().items()}
+    with pytest.raises(ValueError):
+        to_fully_convolutional(course.model)(x)
+    assert x.shape == (1, 3, 80, 200)
+    assert all(torch.equal(v, before[k]) for k, v in course.model.state_dict().items())
+
+
+def _small_model(seed: int = 5) -> nn.Module:
+    torch.manual_seed(seed)
+    return _randomise_batch_norm(build_vgg("A", 5, batch_norm=True, width=0.125, fc_width=32, input_size=64), seed).eval()
+
+
+def test_dense_evaluation_follows_the_paper():
+    """Rescale to Q, average the score map, softmax; with the flip, average the two posteriors."""
+    model = _small_model()
+    images = torch.rand(3, 3, 48, 60)
+    result = dense_evaluation(model, images, 96, batch_size=2)
+    x = rescale(images, 96)
+    assert x.shape[-2:] == (96, 120)
+    net = to_fully_convolutional(model)
+    with torch.no_grad():
+        plain = net(x).mean(dim=(2, 3)).softmax(dim=1)
+        flipped = net(x.flip(-1)).mean(dim=(2, 3)).softmax(dim=1)
+    assert torch.allclose(result.probs, (plain + flipped) / 2, atol=1e-6)
+    assert result.views == 2 and result.scales == (96,)
+    # At Q equal to the crop, dense evaluation is the classifier on the whole (square) image.
+    square = torch.rand(3, 3, 48, 48)
+    at_crop = dense_evaluation(model, square, 64, flip=False)
+    with torch.no_grad():
+        assert torch.allclose(at_crop.probs, model(rescale(square, 64)).softmax(dim=1), atol=1e-6)
+
+
+def test_multi_crop_evaluation_follows_the_paper():
+    model = _small_model(6)
+    images = torch.rand(2, 3, 80, 80)
+    assert crop_grid(96, 96, 64) == [(y, x) for y in (0, 8, 16, 24, 32) for x in (0, 8, 16, 24, 32)]
+    assert crop_grid(64, 70, 64, 5) == [(0, x) for x in (0, 2, 3, 4, 6)]
+    result = multi_crop_evaluation(model, images, 96)
+    assert result.views == 50
+    x = rescale(images, 96)
+    expected = []
+    with torch.no_grad():
+        for y, c in crop_grid(96, 96, 64):
+            crop = x[..., y : y + 64, c : c + 64]
+            expected += [model(crop).softmax(dim=1), model(crop.flip(-1)).softmax(dim=1)]
+    assert torch.allclose(result.probs, torch.stack(expected).mean(dim=0), atol=1e-6)
+    # At Q equal to the crop, all 25 crops coincide: one crop and its flip, the same as dense.
+    same = multi_crop_evaluation(model, images, 64)
+    assert same.views == 2
+    assert torch.allclose(same.probs, dense_evaluation(model, images, 64).probs, atol=1e-6)
+
+
+def test_macs_are_counted_not_computed():
+    """Dense evaluation on a 224 input costs exactly what the classifier costs (twice with the
+    flip); 50 crops cost 50 classifier passes; combined and multi-scale results add up."""
+    model = build_vgg("D", 10, width=0.125, fc_width=64).eval()  # torchvision's head, crop 224
+    classifier = total_macs(model, (3, 224, 224))
+    images = torch.rand(2, 3, 224, 224)
+    dense = dense_evaluation(model, images, 224, flip=False)
+    assert dense.macs_per_image == classifier and dense.macs == 2 * classifier
+    assert dense_evaluation(model, images, 224).macs_per_image == 2 * classifier
+    small = _small_model(7)
+    one = total_macs(small, (3, 64, 64))
+    crops = multi_crop_evaluation(small, torch.rand(2, 3, 64, 64), 80)
+    assert crops.macs_per_image == 50 * one
+    dense96 = dense_evaluation(small, torch.rand(2, 3, 64, 64), 96)
+    fcn_macs = total_macs(to_fully_convolutional(small), (3, 96, 96))
+    assert dense96.macs_per_image == 2 * fcn_macs > 2 * one  # the conv layers see 96x96
+    both = combine_evaluations(dense96, crops)
+    assert both.macs == dense96.macs + crops.macs and both.views == 52
+    assert torch.allclose(both.probs, (dense96.probs + crops.probs) / 2)
+
+
+def test_multi_scale_and_the_table():
+    model = _small_model(8)
+    data = ShapesDataset(4, 64, num_classes=5, split="test", dtype=torch.uint8)
+    scales = (64, 72, 80)
+    dense = [dense_evaluation(model, data, q) for q in scales]
+    crops = [multi_crop_evaluation(model, data, q) for q in scales]
+    multi = multi_scale_evaluation(model, data, scales, method="multi-crop & dense")
+    expected = (torch.stack([d.probs for d in dense]).mean(0) + torch.stack([c.probs for c in crops]).mean(0)) / 2
+    assert torch.allclose(multi.probs, expected, atol=1e-6)
+    assert multi.macs == sum(r.macs for r in dense + crops) and multi.scales == scales
+    table, results = evaluation_table(model, data, scales)
+    assert table["evaluation"].tolist() == ["dense", "multi-crop", "multi-crop & dense"] * 2
+    assert table["test scales"].tolist() == ["Q = 72"] * 3 + ["Q in {64, 72, 80}"] * 3
+    assert torch.allclose(results["multi-crop & dense, Q in {64, 72, 80}"].probs, expected, atol=1e-6)
+    assert torch.allclose(results["dense, Q = 72"].probs, dense[1].probs, atol=1e-6)
+    assert table.loc[5, "views / image"] == sum(r.views for r in dense + crops)
+    with pytest.raises(ValueError, match="method must be one of"):
+        multi_scale_evaluation(model, data, scales, method="sparse")
+    with pytest.raises(ValueError, match="same images"):
+        combine_evaluations(dense[0], dense_evaluation(model, data.images[:2], 64))
+
+
+def test_paper_table5_numbers():
+    """Simonyan & Zisserman, Table 5 (ILSVRC-2012 val., S in [256, 512], Q in {256, 384, 512})."""
+    assert PAPER_TABLE5[("D", "dense")] == (24.8, 7.5)
+    assert PAPER_TABLE5[("D", "multi-crop")] == (24.6, 7.5)
+    assert PAPER_TABLE5[("D", "multi-crop & dense")] == (24.4, 7.2)
+    assert PAPER_TABLE5[("E", "multi-crop & dense")] == (24.4, 7.1)
+
+
+def test_fully_convolutional_type_and_device_follow_the_model():
+    net = to_fully_convolutional(_small_model().double())
+    assert isinstance(net, FullyConvolutionalVGG)
+    assert all(p.dtype == torch.float64 for p in net.parameters())
+
+
+# --- notebook 05's exercise checks: they pass the shipped answer and fail wrong ones -------------------
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_dense_evaluation.ipynb"
+
+
+def _cell(cell_id: str) -> str:
+    cells = {c["id"]: c for c in json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]}
+    return "".join(cells[cell_id]["source"])
+
+
+def _assigned(source: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+
+EXERCISES = {
+    "ex1": (("map_512x640",), lambda ns: [{"map_512x640": (16, 20)}, {"map_512x640": (11, 15)}, {"map_512x640": (14, 10)}]),
+    "ex2": (("crops_over_dense",), lambda ns: [{"crops_over_dense": 150 / 6}, {"crops_over_dense": 2 * ns["crops_over_dense"]},
+                                               {"crops_over_dense": ns["crops_over_dense"] + 0.1}]),
+    "ex3": (("rf_cell", "reach"), lambda ns: [{"rf_cell": 212}, {"rf_cell": 224}, {"rf_cell": 212 + 7 * 32},
+                                              {"reach": 180}, {"reach": 45}]),
+}
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_notebook_exercise_checks_fail_wrong_answers(name, meta_vgg16):
+    answers, wrong = EXERCISES[name]
+    answer, check = _cell(f"{name}-answer"), _cell(f"{name}-check")
+    assert set(answers) <= _assigned(answer) and not set(answers) & _assigned(check), "the check must not set the answer"
+    cells = list(json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"])
+    ids = [c["id"] for c in cells]
+    assert ids.index(f"{name}-check") == ids.index(f"{name}-answer") + 1
+    namespace = {"torch": torch, "nn": nn, "build_vgg": build_vgg, "total_macs": total_macs, "meta16": meta_vgg16,
+                 "receptive_field_table": receptive_field_table}
+    exec(compile(answer, f"05[{name}-answer]", "exec"), namespace)
+    exec(compile(check, f"05[{name}-check]", "exec"), dict(namespace))  # the shipped answer passes
+    for bad in wrong(namespace):
+        with pytest.raises(AssertionError):
+            exec(compile(check, f"05[{name}-check]", "exec"), {**namespace, **bad})

@@ -1,0 +1,119 @@
+"""Layer-wise transferability (Yosinski et al. 2014): halves, block copies, the grid and its CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import matplotlib
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from vgg_utils import REPO_ROOT, ImageTensors, build_vgg
+from vgg_utils.ablations import PROVENANCE_COLUMNS
+from vgg_utils.experiments import main
+from vgg_utils.shapes import ShapesDataset
+from vgg_utils.transferability import (
+    COLUMNS,
+    class_halves,
+    copy_blocks,
+    frozen_mode,
+    plot_transferability,
+    summarize_transferability,
+)
+
+matplotlib.use("Agg")
+
+
+def test_class_halves_relabel_and_partition():
+    data = ImageTensors(torch.zeros(10, 3, 4, 4), torch.arange(10) % 4, ["a", "b", "c", "d"], "toy")
+    a, b = class_halves(data)
+    assert a.classes == ["a", "b"] and b.classes == ["c", "d"]
+    assert a.labels.tolist() == [0, 1, 0, 1, 0, 1] and b.labels.tolist() == [0, 1, 0, 1]
+    a, b = class_halves(data, first=[3, 0])
+    assert a.classes == ["a", "d"] and b.classes == ["b", "c"] and len(a) + len(b) == 10
+    for bad in ([], [0, 1, 2, 3], [0, 0], [7]):
+        with pytest.raises(ValueError, match="some but not all"):
+            class_halves(data, first=bad)
+
+
+def test_frozen_mode_maps_blocks_to_freeze_modes():
+    assert [frozen_mode(k) for k in range(6)] == ["all", "block2", "block3", "block4", "block5", "classifier"]
+    with pytest.raises(ValueError, match="from 0 to 5"):
+        frozen_mode(6)
+
+
+def test_copy_blocks_copies_exactly_blocks_1_to_k():
+    torch.manual_seed(0)
+    source = build_vgg("D", 5, batch_norm=True, width=0.125, head="compact")
+    torch.manual_seed(1)
+    target = build_vgg("D", 5, batch_norm=True, width=0.125, head="compact")
+    with torch.no_grad():
+        source.features[1].running_mean.fill_(0.3)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    copy_blocks(source, target, 2)
+    pools = [i for i, m in enumerate(target.features) if isinstance(m, nn.MaxPool2d)]
+    for key, value in target.state_dict().items():
+        inside = key.startswith("features.") and int(key.split(".")[1]) < pools[1]
+        reference = source.state_dict()[key] if inside else before[key]
+        assert torch.equal(value, reference), key
+    assert torch.all(target.features[1].running_mean == 0.3)  # BN statistics travel with the block
+
+
+@pytest.fixture(scope="module")
+def quick_csv(tmp_path_factory):
+    """The smoke run of the command line, in a subprocess, as the module docstring documents."""
+    out = tmp_path_factory.mktemp("results") / "transfer.csv"
+    cmd = [sys.executable, "-m", "vgg_utils.experiments", "transferability", "--quick", "--seeds", "0", "1",
+           "--variants", "BnB", "AnB+", "--threads", "1", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"wrote 12 rows to {out}" in done.stdout
+    return out
+
+
+def test_quick_run_writes_rows_and_provenance(quick_csv):
+    df = pd.read_csv(quick_csv)
+    assert list(df.columns) == COLUMNS
+    for column in PROVENANCE_COLUMNS:
+        assert df[column].notna().all() and df[column].nunique() == 1, column
+    row = df.iloc[0]
+    assert row["command"].startswith("python -m vgg_utils.experiments transferability --quick")
+    assert row["size_label"] == "smoke test" and row["torch_version"] == torch.__version__
+    assert row["threads"] == 1 and row["wall_time_s"] > 0
+    # 2 seeds x (baseA, baseB + 2 variants x k in {1, 5}).
+    assert len(df) == 12 and sorted(df["variant"].unique()) == ["AnB+", "BnB", "baseA", "baseB"]
+    frozen = df[df["variant"] == "BnB"].set_index("k")
+    assert frozen.loc[1, "trained"].unique().tolist() == ["block2"]
+    assert frozen.loc[5, "trained"].unique().tolist() == ["classifier"]
+    assert frozen.loc[5, "trainable_params"].max() < frozen.loc[1, "trainable_params"].min()
+    assert (df.loc[df["variant"] == "AnB+", "fine_tuned"]).all() and not df.loc[df["variant"] == "BnB", "fine_tuned"].any()
+    assert df["test_acc"].between(0, 1).all()
+    assert set(df["classes_a"]) == {"circle;square;triangle;star;cross"}
+
+
+def test_summary_and_plot(quick_csv):
+    df = pd.read_csv(quick_csv)
+    table = summarize_transferability(df)
+    assert list(table.index) == ["BnB", "AnB+"] and list(table.columns) == [0, 1, 5]
+    base_b = 100 * df.loc[df["variant"] == "baseB", "test_acc"].mean()
+    assert table[0].tolist() == pytest.approx([base_b, base_b])
+    fig = plot_transferability(df)
+    assert fig.axes[0].get_ylabel() == "test accuracy on B (%)"
+    with pytest.raises(ValueError, match="no baseB run"):
+        plot_transferability(df[df["variant"] != "baseB"])
+
+
+def test_run_in_process_and_bad_arguments():
+    from vgg_utils.transferability import run_transferability
+
+    train = ShapesDataset(120, 32, num_classes=4, dtype=torch.uint8)
+    test = ShapesDataset(40, 32, num_classes=4, split="test", dtype=torch.uint8)
+    with pytest.raises(ValueError, match="unknown variants"):
+        run_transferability(train, test, variants=["CnB"])
+    with pytest.raises(ValueError, match="ks are the blocks copied"):
+        run_transferability(train, test, ks=[0])
+    with pytest.raises(SystemExit):
+        main(["transferability", "--variants", "XnY"])
