@@ -196,9 +196,10 @@ def offline(monkeypatch, tmp_path):
 
 def test_cifar10_offline_fails_fast_and_clearly(offline):
     start = time.perf_counter()
-    with pytest.raises(vgg_utils.DatasetUnavailableError, match="not cached.*VGG_CIFAR10_DIR not set.*unreachable"):
+    with pytest.raises(vgg_utils.DatasetUnavailableError, match="not cached.*VGG_CIFAR10_DIR not set.*unreachable") as err:
         vgg_utils.load_cifar10("train")
     assert time.perf_counter() - start < 5
+    assert "Or set VGG_CIFAR10_DIR to a copy as image folders" in str(err.value)  # the other way in, named
     with pytest.raises(ValueError, match="split must be"):
         vgg_utils.load_cifar10("validation")
 

@@ -328,8 +328,12 @@ def load_cifar10(
         raise DatasetUnavailableError(
             "CIFAR-10 is unavailable: " + "; ".join(tried) + ". On a connected machine run\n"
             "    python -c \"import vgg_utils; vgg_utils.load_cifar10('train')\"\n"
-            f"and copy {root}/cifar-10-batches-py along (or set VGG_DATA_DIR), or set "
-            f"{CIFAR10_DIR_ENV} to a copy as image folders (train/<class>/*.png, test/<class>/*.png)."
+            f"and copy {root}/cifar-10-batches-py along (or set VGG_DATA_DIR)."
+            + (
+                f" Or set {CIFAR10_DIR_ENV} to a copy as image folders (train/<class>/*.png, test/<class>/*.png)."
+                if source == "auto"  # only where the folder would have been used
+                else ""
+            )
         )
     from torchvision.datasets import CIFAR10
     from torchvision.datasets.utils import download_and_extract_archive
