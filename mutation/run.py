@@ -11,8 +11,8 @@ module (killed / tested, equivalent mutants from ``equivalent.md`` set apart) go
 ``mutation/work/<module>/survivors.txt``. A module that is not committed yet is reported as
 "not yet run". ``--sample N`` (default 60) tests a seeded random sample of N mutants per module
 (every module has hundreds; all of them take hours on two cores): the score is then an estimate,
-about +-6 points at N = 60, and ``--sample 0`` tests them all. Measured on two cores at the
-default sample: 7 min (augment) to 13 min (training) per module; run it outside CI.
+about +-6 points at N = 60, and ``--sample 0`` tests them all. Measured on two quiet cores at
+the default sample: 1-4 min per module; run it outside CI.
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ def prepare(module: str, work: Path) -> None:
         f"do_not_mutate_patterns = [{STYLE}]\n"
         'process_isolation = "forkserver"\n'  # torch's thread pools are not fork-safe
         "use_git_change_detection = false\n"
+        'also_copy = ["conftest.py"]\n'  # the shared fixtures (one_thread) live there
         "timeout_multiplier = 5.0\n"
         "timeout_constant = 10.0\n"
     )
