@@ -7,7 +7,7 @@ import pytest
 from nbclient import NotebookClient
 
 CELL = """\
-from vgg_utils.image_files import progress_bar
+from vgg_utils.runtime import progress_bar
 bar = progress_bar(40, True, "demo", unit="batch", delay={delay})
 for _ in range(40):
     bar.update(1)

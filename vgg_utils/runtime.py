@@ -1,4 +1,4 @@
-"""Runtime helpers shared by every notebook: run size, device, seeds and where data lives.
+"""Runtime helpers shared by every notebook: run size, device, seeds, where data lives, progress bars.
 
 Taught in passing in every notebook's setup cell (first met in ``01_architecture.ipynb``).
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +91,52 @@ def cpu_bf16_support() -> str:
 def cpu_fast_bf16() -> bool:
     """Does this CPU multiply bf16 natively (AMX or AVX512-BF16)? Without either it is emulated."""
     return cpu_bf16_support() != "none"
+
+
+def progress_bar(total: int, enabled: bool, desc: str, *, unit: str = "it", delay: float = 0.0):
+    """A tqdm bar (a widget in Jupyter, text elsewhere), or ``None`` when disabled or empty.
+
+    ``delay``: seconds before it appears, so quick loops print nothing."""
+    if not enabled or total == 0:
+        return None
+    with warnings.catch_warnings():
+        # tqdm.auto warns once when a Jupyter kernel lacks ipywidgets, then falls back to text.
+        warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
+        from tqdm.auto import tqdm
+    from tqdm.notebook import tqdm_notebook
+
+    if issubclass(tqdm, tqdm_notebook):
+        tqdm = _saved_notebook_bar()
+    return tqdm(total=total, desc=desc, unit=unit, leave=True, delay=delay)
+
+
+def _saved_notebook_bar() -> type:
+    """tqdm's Jupyter widget, shown through a display handle: when it closes, the handle is updated,
+    so a saved notebook (GitHub, nbconvert) shows the final state, not the "0%" it started with."""
+    from IPython.display import display
+    from tqdm.notebook import tqdm_notebook
+
+    class SavedNotebookBar(tqdm_notebook):
+        def __init__(self, *args, **kwargs):
+            self._handle = None
+            super().__init__(*args, display=False, **kwargs)
+            if not self.disable and self.delay <= 0:
+                self._show()
+
+        def _show(self) -> None:
+            self.displayed = True
+            self._handle = display(self.container, display_id=True)
+
+        def display(self, *args, check_delay: bool = True, **kwargs):
+            # tqdm calls this with check_delay only once the delay has passed: show the bar then
+            if check_delay and self.delay > 0 and not self.displayed:
+                self._show()
+            return super().display(*args, check_delay=False, **kwargs)
+
+        def close(self) -> None:
+            super().close()
+            if self._handle is not None:
+                self._handle.update(self.container)  # the saved copy's text: the final counts
+                self._handle = None
+
+    return SavedNotebookBar

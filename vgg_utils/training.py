@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageTensors, to_float
-from .image_files import progress_bar
-from .runtime import cpu_fast_bf16, get_device, module_device
+from .runtime import cpu_fast_bf16, get_device, module_device, progress_bar
 
 SCHEDULES = ("plateau", "onecycle", "constant")
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"]
