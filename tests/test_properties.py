@@ -104,7 +104,7 @@ def _random_net(draw_layers) -> nn.Sequential:
 layer_strategy = st.tuples(st.sampled_from(["conv", "conv", "max", "avg"]), st.sampled_from([1, 2, 3, 5]), st.sampled_from([1, 2]))
 
 
-@settings(max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(layer_strategy, min_size=1, max_size=5), st.data())
 def test_receptive_field_table_matches_the_gradient_of_random_small_nets(spec, data):
     spec = [(kind, k if kind != "conv" or k % 2 else k + 1, s) for kind, k, s in spec]  # odd convs
