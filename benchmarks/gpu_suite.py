@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     from gpu_report import write_summary
 
     from vgg_utils import REPO_ROOT, auto_bf16, get_device
-    from vgg_utils.experiments import device_name, git_commit
+    from vgg_utils.provenance import device_name, git_commit
 
     started = time.time()
     sizes = resolve_sizes(args)

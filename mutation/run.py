@@ -42,10 +42,12 @@ MODULES: dict[str, list[str]] = {
         "tests/test_timeouts.py",
     ],
     "training": ["tests/test_training.py", "tests/test_real_world_inputs.py"],
+    "training_checkpoints": ["tests/test_training.py"],
     "receptive": [
         "tests/test_receptive.py",
         "tests/test_properties.py::test_receptive_field_table_matches_the_gradient_of_random_small_nets",
     ],
+    "receptive_measured": ["tests/test_receptive.py", "tests/test_properties.py::test_receptive_field_table_matches_the_gradient_of_random_small_nets"],
     "profiling": ["tests/test_profiling.py", "tests/test_properties.py::test_build_vgg_counts_shapes_and_macs_follow_table_1"],
     "data": ["tests/test_data.py", "tests/test_real_world_inputs.py", "tests/test_timeouts.py"],
     "image_files": ["tests/test_real_world_inputs.py"],
@@ -54,14 +56,16 @@ MODULES: dict[str, list[str]] = {
     "dense_eval": ["tests/test_dense.py"],
     "scenes": ["tests/test_scenes.py"],
     "transfer": ["tests/test_transfer.py"],
-    "transfer_data": ["tests/test_transfer_data.py"],
+    "transfer_data": ["tests/test_transfer_data.py", "tests/test_transfer.py"],
     "transferability": ["tests/test_transferability.py"],
     "interpret": ["tests/test_interpret.py"],
     "explain_metrics": ["tests/test_explain_metrics.py"],
 }  # fmt: skip
 
-#: Deselected everywhere (pytest -k): minutes per run, or full-size 550 MB models.
-SLOW = "not learns and not torchvision_weights_load and not linear_classifier_on_raw_pixels"
+#: Deselected everywhere (pytest -k): minutes per run, or full-size 550 MB models; and the
+#: notebooks' exercise checks, which test a notebook's cells (nbval runs them), not the module.
+SLOW = ("not learns and not torchvision_weights_load and not linear_classifier_on_raw_pixels"
+        " and not notebook_exercise_checks")
 
 #: Lines not mutated: figure styling (sizes, fonts, colours, transparency, line widths). Tests
 #: check what a figure says (titles, labels, lines drawn), not how many inches it is.
@@ -123,6 +127,43 @@ GENERATE = (
 )
 
 
+#: mutmut's stats step alone: run the selection once, recording which tests call which function.
+STATS = (
+    "import mutmut.__main__ as m; m.set_mutant_under_test(''); "
+    "m.collect_or_load_stats(m.get_mutant_runner(1), apply_config_invalidation=True)"
+)
+
+
+def widen_stats(work: Path) -> None:
+    """Give each mutated function every test of each test file that calls it.
+
+    mutmut credits a call to the test that was running; a module-scoped fixture (one table or
+    trained model shared by a file's tests) runs inside the file's *first* test only, so the tests
+    that read its result were never run on the mutants and bugs they catch "survived". Widening to
+    the whole file fixes that; ``-x`` still stops a killed mutant at its first failing test.
+    """
+    path = work / "mutants" / "mutmut-stats.json"
+    stats = json.loads(path.read_text())
+    by_file: dict[str, set[str]] = {}
+    for test in stats["duration_by_test"]:
+        by_file.setdefault(test.split("::")[0].removeprefix("mutants/"), set()).add(test.removeprefix("mutants/"))
+    for function, tests in stats["tests_by_mangled_function_name"].items():
+        files = {t.split("::")[0] for t in tests}
+        stats["tests_by_mangled_function_name"][function] = sorted(set(tests).union(*(by_file.get(f, set()) for f in files)))
+    path.write_text(json.dumps(stats, indent=4))
+
+
+def clean_failure(work: Path, module: str, env: dict[str, str]) -> str:
+    """Why mutmut's clean (unmutated) run failed: its fork server swallows pytest's output, so run
+    the same selection once more, in the same tree, and return pytest's report."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "pytest", "--rootdir=.", "--tb=short", "-x", "-q", "-p", "no:cacheprovider",
+         "-p", "no:nbval", "-k", SLOW, *MODULES[module]],
+        cwd=work / "mutants", env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    return (shown.stdout + shown.stderr)[-3000:]
+
+
 def results(work: Path, module: str) -> dict[str, int]:
     meta = json.loads((work / "mutants" / "vgg_utils" / f"{module}.py.meta").read_text())
     return {name: code for name, code in meta["exit_code_by_key"].items()}
@@ -136,6 +177,15 @@ def run_module(module: str, max_children: int, known: dict[str, str], sample: in
     log = work / "mutmut.log"
     with open(log, "w") as out:
         subprocess.run([sys.executable, "-c", GENERATE], cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+        # Read-only files the tests find beside the package: the shipped course models, and the
+        # notebooks whose exercise checks tests/test_dense.py and others run.
+        (work / "mutants" / "data").mkdir(exist_ok=True)
+        (work / "mutants" / "data" / "checkpoints").symlink_to(REPO / "data" / "checkpoints")
+        (work / "mutants" / "notebooks").symlink_to(REPO / "notebooks")
+        stats = subprocess.run([sys.executable, "-c", STATS], cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)
+        if stats.returncode != 0:
+            raise RuntimeError(f"mutmut's first (unmutated) run of {module}'s tests failed:\n{clean_failure(work, module, env)}")
+        widen_stats(work)
         names = sorted(results(work, module))
         chosen = sorted(random.Random(0).sample(names, sample)) if 0 < sample < len(names) else []
         done = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *chosen],
@@ -144,6 +194,8 @@ def run_module(module: str, max_children: int, known: dict[str, str], sample: in
     codes = {n: c for n, c in results(work, module).items() if not chosen or n in chosen}
     if done.returncode != 0 or any(c is None for c in codes.values()):
         tail = log.read_text()[-2000:]
+        if "Failed to run clean test" in tail:
+            tail += "\n\nThe unmutated selection, run again with pytest:\n" + clean_failure(work, module, env)
         raise RuntimeError(f"mutmut failed on {module} (exit {done.returncode}); end of {log}:\n{tail}")
     survivors = sorted(n for n, c in codes.items() if c in SURVIVED or c in NO_TESTS)
     with open(work / "survivors.txt", "w") as out:

@@ -13,12 +13,10 @@ import vgg_utils
 from vgg_utils import RECIPES, CourseModelError, build_vgg, is_fast, load_course_model
 from vgg_utils.course_models import (
     CHECKPOINT_DIR,
-    build_course_model,
-    check_against_record,
     recipe_from_record,
     sha256,
-    smoke_recipe,
 )
+from vgg_utils.course_models.build import build_course_model, check_against_record, smoke_recipe
 
 # --- the paper's head sized for the training crop ------------------------------------------------
 
@@ -215,7 +213,7 @@ def test_course_models_table():
 def test_reevaluate_changes_only_the_test_protocol(tmp_path, monkeypatch):
     import dataclasses
 
-    from vgg_utils.course_models import reevaluate
+    from vgg_utils.course_models.build import reevaluate
 
     one_view = dataclasses.replace(smoke_recipe(RECIPES["shapes96"]), test_flip=False)
     built = build_course_model("shapes96", recipe=one_view, device="cpu", out_dir=tmp_path, progress=False)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import ast
-import json
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
-from vgg_utils import ShapesDataset, build_vgg, receptive_field_table, total_macs
+from vgg_utils import ShapesDataset, build_vgg, total_macs
 from vgg_utils.course_models import CourseModelError, load_course_model
 from vgg_utils.dense import FullyConvolutionalVGG, to_fully_convolutional
 from vgg_utils.dense_eval import (
@@ -335,41 +331,73 @@ def test_fully_convolutional_type_and_device_follow_the_model():
     assert all(p.dtype == torch.float64 for p in net.parameters())
 
 
-# --- notebook 05's exercise checks: they pass the shipped answer and fail wrong ones -------------------
-
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_dense_evaluation.ipynb"
+# Tests added for surviving mutants (mutation/README.md): each names the bug it catches.
 
 
-def _cell(cell_id: str) -> str:
-    cells = {c["id"]: c for c in json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]}
-    return "".join(cells[cell_id]["source"])
+class _PlainVGG(nn.Module):
+    """A VGG-shaped module without build_vgg's extras (no .config): what a learner may write."""
+
+    def __init__(self, *, pools: bool = True, bias: bool = True, head: nn.Module | None = None):
+        super().__init__()
+        torch.manual_seed(0)
+        layers = [nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()] + ([nn.MaxPool2d(2)] * 2 if pools else [])
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = head if head is not None else nn.Sequential(nn.Linear(4, 5, bias=bias))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def _assigned(source: str) -> set[str]:
-    return {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+def test_a_headless_or_foreign_model_is_refused_with_what_it_holds():
+    with pytest.raises(ValueError, match=r"it holds \['Dropout'\]\); pass the whole classifier network, e\.g\. build_vgg\('D'\)"):
+        to_fully_convolutional(_PlainVGG(head=nn.Sequential(nn.Dropout())))
+    with pytest.raises(ValueError, match=r"it holds nothing\)"):
+        to_fully_convolutional(_PlainVGG(head=nn.Sequential()))
+    with pytest.raises(ValueError, match=r"converts heads made of Linear, ReLU and Dropout layers \(the paper's FC6-FC8"):
+        to_fully_convolutional(_PlainVGG(head=nn.Sequential(nn.Linear(4, 5), nn.Softmax(1))))
+    no_convs = _PlainVGG()
+    no_convs.features = nn.Sequential(nn.MaxPool2d(2))
+    with pytest.raises(ValueError, match=r"has no nn\.Conv2d: this is not a VGG's convolutional part"):
+        to_fully_convolutional(no_convs)
+    odd_pool = _PlainVGG()
+    odd_pool.avgpool = nn.AdaptiveMaxPool2d(1)
+    with pytest.raises(ValueError, match=r"AdaptiveAvgPool2d\(1\) \(the compact head\)$"):
+        to_fully_convolutional(odd_pool)
 
 
-EXERCISES = {
-    "ex1": (("map_512x640",), lambda ns: [{"map_512x640": (16, 20)}, {"map_512x640": (11, 15)}, {"map_512x640": (14, 10)}]),
-    "ex2": (("crops_over_dense",), lambda ns: [{"crops_over_dense": 150 / 6}, {"crops_over_dense": 2 * ns["crops_over_dense"]},
-                                               {"crops_over_dense": ns["crops_over_dense"] + 0.1}]),
-    "ex3": (("rf_cell", "reach"), lambda ns: [{"rf_cell": 212}, {"rf_cell": 224}, {"rf_cell": 212 + 7 * 32},
-                                              {"reach": 180}, {"reach": 45}]),
-}
+def test_the_course_model_hint_only_for_a_course_model():
+    class HasModel:
+        model = None
+
+    class Course(HasModel):
+        preprocess = None
+
+    with pytest.raises(TypeError, match=r"got HasModel$"):
+        to_fully_convolutional(HasModel())
+    with pytest.raises(TypeError, match=r"got Course \(a CourseModel: pass its \.model\)$"):
+        to_fully_convolutional(Course())
 
 
-@pytest.mark.parametrize("name", list(EXERCISES))
-def test_notebook_exercise_checks_fail_wrong_answers(name, meta_vgg16):
-    answers, wrong = EXERCISES[name]
-    answer, check = _cell(f"{name}-answer"), _cell(f"{name}-check")
-    assert set(answers) <= _assigned(answer) and not set(answers) & _assigned(check), "the check must not set the answer"
-    cells = list(json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"])
-    ids = [c["id"] for c in cells]
-    assert ids.index(f"{name}-check") == ids.index(f"{name}-answer") + 1
-    namespace = {"torch": torch, "nn": nn, "build_vgg": build_vgg, "total_macs": total_macs, "meta16": meta_vgg16,
-                 "receptive_field_table": receptive_field_table}
-    exec(compile(answer, f"05[{name}-answer]", "exec"), namespace)
-    exec(compile(check, f"05[{name}-check]", "exec"), dict(namespace))  # the shipped answer passes
-    for bad in wrong(namespace):
-        with pytest.raises(AssertionError):
-            exec(compile(check, f"05[{name}-check]", "exec"), {**namespace, **bad})
+def test_a_plain_vgg_without_pools_or_biases_converts_exactly():
+    """No max-pool: the score map's cells are 1 pixel apart; an FC without bias becomes a conv
+    without bias (not one with uninitialised memory as its bias)."""
+    model = _PlainVGG(pools=False, bias=False).eval()
+    fcn = to_fully_convolutional(model)
+    assert fcn.stride == 1 and fcn.kernel == 1 and fcn.compact is True
+    assert fcn.head[0].bias is None
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(fcn(x).mean((2, 3)), model(x))
+    assert fcn.config == ""
+    with pytest.raises(ValueError, match=r"^the fully convolutional VGG expects a batch of images shaped \(N, 3, H, W\); got \(3, 8, 8\)$"):
+        fcn(torch.randn(3, 8, 8))
+
+
+def test_the_small_input_error_names_the_head():
+    compact = to_fully_convolutional(build_vgg("A", num_classes=4, width=0.125, head="compact"))
+    with pytest.raises(ValueError, match=r"^the fully convolutional VGG A needs inputs of at least 32x32 pixels, the training crop \(one pool5 cell\)"):
+        compact(torch.randn(1, 3, 16, 40))
+    paper = FullyConvolutionalVGG(nn.Sequential(), nn.Sequential(), kernel=3, stride=32, in_channels=3, num_classes=2)
+    with pytest.raises(ValueError, match=r"\(FC6 is now a 3x3 conv over the pool5 map, 32 pixels a cell\); got 64x96"):
+        paper(torch.randn(1, 3, 64, 96))

@@ -19,9 +19,9 @@ from vgg_utils.ablations import (
     evaluate_scales,
     parse_scale,
     plan_runs,
-    plot_experiment,
     summarize,
 )
+from vgg_utils.ablations_plots import plot_experiment
 from vgg_utils.experiments import load_dataset, main
 
 matplotlib.use("Agg")

@@ -1,5 +1,7 @@
 """build_vgg: the paper's exact parameter counts, torchvision compatibility, clear errors."""
 
+import functools
+import threading
 import time
 
 import pytest
@@ -192,3 +194,98 @@ def test_load_pretrained_reads_the_torch_hub_cache(tmp_path):
 def test_imagenet_categories_ship_with_torchvision():
     cats = vgg_utils.imagenet_categories()
     assert len(cats) == 1000 and cats[0] == "tench"
+
+
+# Tests added for surviving mutants (mutation/README.md): each names the bug it catches.
+
+
+def test_dropout_and_input_size_are_checked_with_clear_errors():
+    for dropout in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+            build_vgg("A", width=0.125, dropout=dropout)
+    for size in (64.0, 48, 16, True):
+        with pytest.raises(ValueError, match="input_size must be a multiple of 32"):
+            build_vgg("A", width=0.125, input_size=size)
+
+
+def test_an_input_too_small_on_one_side_only_is_refused():
+    model = build_vgg("A", num_classes=10, width=0.125, head="compact")
+    for shape in ((1, 3, 16, 64), (1, 3, 64, 16)):
+        with pytest.raises(ValueError, match="at least 32x32 pixels"):
+            model(torch.randn(*shape))
+
+
+def test_a_paper_head_names_its_crop_and_pool5_map_when_the_size_is_wrong():
+    model = build_vgg("A", num_classes=10, width=0.125, fc_width=32, input_size=96)
+    with pytest.raises(ValueError, match=r"sized for 96x96 crops \(FC6 takes the 3x3 pool5 map\); got 64x64"):
+        model(torch.randn(1, 3, 64, 64))
+
+
+def test_the_probe_thread_never_keeps_python_alive(monkeypatch):
+    """A DNS lookup can hang for minutes: the probe runs in a daemon thread, so a notebook or
+    script that gave up on it can still exit."""
+    started: list[threading.Thread] = []
+
+    class Recorded(threading.Thread):
+        def start(self):
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(vgg_utils.models.threading, "Thread", Recorded)
+    vgg_utils.models._reachable("http://127.0.0.1:9/", timeout=1.0)
+    assert started and all(t.daemon for t in started)
+
+
+def test_batch_norm_weights_offline_error_names_the_bn_file(tmp_path, monkeypatch):
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        monkeypatch.setattr(vgg_utils.models, "_reachable", lambda url, timeout: False)
+        with pytest.raises(PretrainedUnavailableError) as err:
+            load_pretrained("D", batch_norm=True)
+        assert "python -m vgg_utils.download vgg16_bn" in str(err.value)
+        assert str(vgg_utils.weights_path("D", batch_norm=True)) in str(err.value)
+        with pytest.raises(PretrainedUnavailableError, match=r"download vgg16\n"):
+            load_pretrained("D")
+    finally:
+        torch.hub.set_dir(old)
+
+
+def test_a_download_is_unpickled_safely_and_its_failure_named(tmp_path, monkeypatch):
+    """The download path reads with weights_only=True (no code runs from a pickle), and a broken
+    connection is reported with its exception's name."""
+    calls: list[dict] = []
+
+    def broken(url, **kwargs):
+        calls.append(kwargs)
+        raise ConnectionResetError("connection reset by peer")
+
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        monkeypatch.setattr(vgg_utils.models, "_reachable", lambda url, timeout: True)
+        monkeypatch.setattr(torch.hub, "load_state_dict_from_url", broken)
+        with pytest.raises(PretrainedUnavailableError, match=r"failed \(ConnectionResetError: connection reset"):
+            load_pretrained("vgg11", progress=False)
+        assert calls and calls[0].get("weights_only") is True and calls[0].get("check_hash") is True
+    finally:
+        torch.hub.set_dir(old)
+
+
+def test_a_cached_file_with_missing_weights_is_refused(tmp_path, monkeypatch):
+    """A weight file that lacks a layer must not give a half-random network (a narrow VGG-A
+    stands in for the 500 MB one: the loading path is the same)."""
+    tiny = functools.partial(build_vgg, width=0.125, num_classes=10, fc_width=16)
+    monkeypatch.setattr(vgg_utils.models, "build_vgg", tiny)
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        state = tiny("A").state_dict()
+        del state["classifier.6.bias"]
+        path = vgg_utils.weights_path("A")
+        path.parent.mkdir(parents=True)
+        torch.save(state, path)
+        with pytest.raises(RuntimeError, match=r"Missing key\(s\).*classifier\.6\.bias"):
+            load_pretrained("vgg11")
+    finally:
+        torch.hub.set_dir(old)

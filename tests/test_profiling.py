@@ -1,9 +1,13 @@
 """layer_table and memory: MACs from torch.utils.flop_counter, checked against the conv formula."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
 from vgg_utils import build_vgg, count_params, layer_table, peak_activation_memory, total_macs
+from vgg_utils.profiling import paper_layer_names, summary
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +80,67 @@ def test_peak_inference_memory_is_two_largest_maps():
     peak = peak_activation_memory(model, (3, 64, 64))
     first_map = 16 * 64 * 64 * 4
     assert peak == 2 * first_map
+
+
+# Tests added for surviving mutants (mutation/README.md): each names the bug it catches.
+
+
+def test_layer_table_of_a_parameter_free_chain_falls_back_to_the_cpu():
+    """No parameter to take the device from: the probe input goes to the CPU, and a module that is
+    not a VGG keeps its module paths as layer names (catches a broken fallback device, and paper
+    naming applied to a plain Sequential)."""
+    net = torch.nn.Sequential(torch.nn.MaxPool2d(2), torch.nn.ReLU(), torch.nn.AvgPool2d(3, 1))
+    table = layer_table(net, (2, 12, 12))
+    assert list(table["layer"]) == list(table["module"]) == ["0", "1", "2"]
+    assert list(table["output_shape"]) == [(2, 6, 6), (2, 6, 6), (2, 4, 4)]
+    assert (table["params"] == 0).all() and (table["macs"] == 0).all()
+
+
+@pytest.mark.parametrize("config, kw", [("A-LRN", {}), ("B", {"batch_norm": True, "input_size": 64})])
+def test_every_row_counts_whole_fp32_maps_and_whole_macs(config, kw):
+    """act_bytes is 4 bytes per element of the whole output map; MACs are integers (FLOPs // 2)."""
+    model = build_vgg(config, width=0.125, num_classes=10, fc_width=64, **kw)
+    table = layer_table(model, (3, 64, 64))
+    for row in table.itertuples():
+        assert row.act_bytes == 4 * math.prod(row.output_shape), row.layer
+        assert isinstance(row.macs, (int, np.integer)), (row.layer, row.macs)
+
+
+def test_paper_names_of_every_layer_of_a_batch_norm_vgg():
+    """conv{block}_{i} / bn / relu, pool{block}, avgpool, then fc6-fc8 with their ReLU and dropout;
+    the compact head's single Linear is just "fc"."""
+    model = build_vgg("A", batch_norm=True, width=0.125, num_classes=10, fc_width=64)
+    names = paper_layer_names(model)
+    feats = [names[f"features.{i}"] for i in range(len(model.features))]
+    assert feats[:8] == ["conv1_1", "bn1_1", "relu1_1", "pool1", "conv2_1", "bn2_1", "relu2_1", "pool2"]
+    assert feats[8:15] == ["conv3_1", "bn3_1", "relu3_1", "conv3_2", "bn3_2", "relu3_2", "pool3"]
+    assert feats[-1] == "pool5" and names["avgpool"] == "avgpool"
+    head = [names[f"classifier.{i}"] for i in range(len(model.classifier))]
+    assert head == ["fc6", "relu6", "drop6", "fc7", "relu7", "drop7", "fc8"]
+    assert "avgpool" in list(layer_table(model, (3, 32, 32))["layer"])
+    compact = build_vgg("A", width=0.125, num_classes=10, head="compact")
+    assert paper_layer_names(compact)["classifier.0"] == "fc"
+
+
+def test_a_forward_pass_that_creates_no_tensor_holds_no_activation_memory():
+    class PassThrough(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return x
+
+    assert peak_activation_memory(PassThrough(), (3, 8, 8)) == 0
+
+
+def test_summary_is_torchinfo_for_one_image_with_shapes_params_and_macs():
+    model = build_vgg("A", width=0.125, num_classes=10, head="compact")
+    stats = summary(model, (3, 32, 32))
+    text = str(stats)
+    assert "Output Shape" in text and "Param #" in text and "Mult-Adds" in text
+    assert "[1, 8, 32, 32]" in text  # conv1_1's output for one image, two levels down
+    assert stats.total_params == count_params(model)
+    # torchinfo also counts the bias additions; flop_counter's MACs are the multiplies.
+    macs = total_macs(model, (3, 32, 32))
+    assert macs <= stats.total_mult_adds <= 1.01 * macs

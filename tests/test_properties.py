@@ -130,9 +130,14 @@ def test_receptive_field_table_matches_the_gradient_of_random_small_nets(spec, d
     unit = (data.draw(st.integers(0, oh - 1)), data.draw(st.integers(0, ow - 1)))
     erf = empirical_receptive_field(linearise(net, nonnegative=True), len(table) - 1, (2, size, size), unit)
     assert erf.matches_theory, (erf.rows, erf.theory_rows, erf.cols, erf.theory_cols)
-    # Away from the border, the box is exactly rf pixels wide.
-    if erf.theory_rows[0] > 0 and erf.theory_rows[1] < size - 1:
-        assert erf.height == rf
+    # Where the unit's unclipped field (centre +- (rf - 1) / 2) lies inside the image, the box is
+    # exactly rf pixels wide; nearer the border it is cut, never wider.
+    last = table.iloc[-1]
+    for u, (lo, hi), side in zip(unit, (erf.rows, erf.cols), (erf.height, erf.width), strict=True):
+        centre = last["start"] + u * last["jump"]
+        if centre - (rf - 1) / 2 >= 0 and centre + (rf - 1) / 2 <= size - 1:
+            assert side == rf and (lo, hi) == (centre - (rf - 1) / 2, centre + (rf - 1) / 2)
+        assert side <= rf
 
 
 @FEW
@@ -168,3 +173,17 @@ def test_augmentation_invariants(n, height, width, crop, extra, seed):
     centred = PaperAugment(crop, scale, flip=True, mean=mean, seed=seed)(images)
     assert torch.allclose(centred + mean[:, None, None], out, atol=1e-6)
     assert math.isfinite(out.sum().item())
+
+
+def test_the_theoretical_box_of_a_border_unit_stops_where_the_maps_stop():
+    """The counterexample Hypothesis once found (issue 14). pool1 (3x3, stride 2, floor mode) has no
+    window over conv1's last column, so input columns 38-39 reach nothing; the right-border unit of
+    the last conv hangs over pool1's zero padding and sees columns 27-37. The box clipped only at
+    the image said 27-39: the theory's box, not the gradient, was wrong (max-pooling is already
+    averaged by linearise, so no argmax hides anything)."""
+    torch.manual_seed(0)
+    net = _random_net([("conv", 3, 2), ("max", 3, 2), ("conv", 3, 2)])
+    erf = empirical_receptive_field(linearise(net, nonnegative=True), -1, (2, 40, 40), (0, 4))
+    assert erf.cols == erf.theory_cols == (27, 37)
+    assert erf.rows == erf.theory_rows == (0, 9)
+    assert erf.rf == 15 and erf.width < erf.rf  # cut by the border, never wider

@@ -325,3 +325,43 @@ def test_plots_draw_titled_labelled_figures() -> None:
         assert len(figures[2].axes[0].patches) == 18  # one bar per conv/pool layer of VGG16
     finally:
         plt.close("all")
+
+
+# Tests added for surviving mutants (mutation/README.md): each names the bug it catches.
+
+
+@pytest.mark.parametrize(
+    "module, match",
+    [
+        (nn.MaxPool2d(2, dilation=(1, 2)), r"through 0 \(MaxPool2d.*its dilation \(1, 2\) is not square"),
+        (nn.MaxPool2d(2, dilation=2), r"through 0 \(MaxPool2d.*dilated pooling is not supported"),
+        (nn.Conv2d(1, 1, (1, 3)), r"through 0 \(Conv2d.*its kernel_size \(1, 3\) is not square"),
+        (nn.Conv2d(1, 1, 3, padding=(0, 1)), r"through 0 \(Conv2d.*its padding \(0, 1\) is not square"),
+        (nn.AvgPool2d(2, stride=(1, 2)), r"through 0 \(AvgPool2d.*its stride \(1, 2\) is not square"),
+        (nn.AvgPool2d((2, 3)), r"through 0 \(AvgPool2d.*its kernel_size \(2, 3\) is not square"),
+        (nn.AdaptiveAvgPool2d(1), r"every unit sees the whole input \(a global receptive field\), so the table stops"),
+    ],
+)
+def test_each_unsupported_layer_is_named_with_what_is_wrong(module, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        receptive_field_table(nn.Sequential(module), (1, 16, 16))
+
+
+def test_string_paddings_and_nested_sequentials():
+    table = receptive_field_table(
+        nn.Sequential(nn.Conv2d(1, 1, 3, padding="valid"), nn.Sequential(nn.Conv2d(1, 1, 4, padding="same"))),
+        (1, 16, 16),
+    )
+    assert list(table["module"]) == ["0", "1.0"]
+    assert list(table["padding"]) == [0, 1]  # "same", even kernel: PyTorch pads 1 left, 2 right
+    assert list(table["output_size"]) == [(14, 14), (14, 14)]
+    assert list(table["start"]) == [1.0, 1.5] and list(table["rf"]) == [3, 6]
+
+
+def test_compose_kernels_errors_say_what_was_given():
+    with pytest.raises(TypeError, match=r"^k1 and k2 must be torch tensors \(conv weights\)$"):
+        compose_kernels([[1.0]], torch.ones(3, 3))
+    with pytest.raises(ValueError, match=r"or both 2-D kernels; got shapes \(3, 3\) and \(1, 1, 3, 3\)"):
+        compose_kernels(torch.ones(3, 3), torch.ones(1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"k2 takes 3 input channels but k1 produces 2"):
+        compose_kernels(torch.ones(2, 1, 3, 3), torch.ones(4, 3, 5, 5))

@@ -107,3 +107,73 @@ def test_fork_retargets_every_url(tmp_path):
         assert old not in text and old.removeprefix("https://github.com/") not in text, path.name
     with pytest.raises(ValueError, match="expected https://github.com/<owner>/<repo>"):
         retarget("not a url", tmp_path)
+
+
+def _oldest_constraints():
+    """The script `make test-oldest` installs from (it lives in .ci/, outside the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "oldest_constraints", REPO_ROOT / ".ci" / "oldest_constraints.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_oldest_constraints_are_exactly_the_declared_lower_bounds():
+    script = _oldest_constraints()
+    pins = script.oldest_pins()
+    declared = {name: bound.removeprefix(">=") for name, bound in _pyproject_requirements().items()}
+    assert pins == declared, "make test-oldest would not test pyproject.toml's lower bounds"
+    conda = {name: bound.removeprefix(">=") for name, bound in _environment_requirements().items()}
+    assert conda == pins, "environment.yml's bounds differ from what make test-oldest tests"
+    lines = script.constraints_text(pins).splitlines()
+    assert lines == [f"{name}=={version}" for name, version in declared.items()]
+    assert "torch==" in script.constraints_text(pins) and "numpy==" in script.constraints_text(pins)
+
+
+@pytest.mark.parametrize("requirement", ['"torch==2.2"', '"torch>=2.2,<3"', '"torch"',
+                                         '"torch>=2.2; python_version<\'3.12\'"'])
+def test_oldest_constraints_refuse_anything_but_a_plain_lower_bound(tmp_path, requirement):
+    (tmp_path / "pyproject.toml").write_text(
+        f'[project]\nname = "x"\ndependencies = ["numpy>=1.24", {requirement}]\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="not a plain lower bound"):
+        _oldest_constraints().oldest_pins(tmp_path / "pyproject.toml")
+
+
+def test_installed_versions_meet_the_bounds_and_equal_them_under_test_oldest():
+    """Every run checks the environment against pyproject.toml's bounds; under `make test-oldest`
+    (VGG_OLDEST=1) each declared package must be installed at exactly its lower bound, so the
+    oldest-versions run cannot silently test something newer."""
+    import importlib.metadata
+    import os
+
+    from packaging.version import Version
+
+    oldest = os.environ.get("VGG_OLDEST") == "1"
+    for name, version in _oldest_constraints().oldest_pins().items():
+        installed = Version(importlib.metadata.version(name))
+        if oldest:
+            assert installed == Version(version), f"{name} {installed} is not its lower bound {version}"
+        else:
+            assert installed >= Version(version), f"{name} {installed} is below its bound {version}"
+
+
+def test_ci_tests_the_oldest_versions_beside_the_readme_test_command():
+    ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "make test\n" in ci, ".ci/run does not run the README's test command"
+    assert "make oldest-env" in ci and "oldest-tests" in ci, ".ci/run does not test the lower bounds"
+    assert ci.index("make oldest-env") < ci.index("oldest-tests") < ci.index("make test\n"), \
+        "the oldest venv is made first, its tests start beside make test"
+    assert 'wait "$oldest"' in ci and 'exit "$rc"' in ci, "a failure of the oldest-version tests must fail CI"
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+
+    def recipe(target: str) -> str:
+        return makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+
+    assert recipe("test-oldest").strip() == "oldest-env oldest-tests"
+    assert ".ci/oldest_constraints.py --venv" in recipe("oldest-env")
+    assert "VGG_OLDEST=1" in recipe("oldest-tests") and "$(OLDEST_TESTS)" in recipe("oldest-tests")
+    selected = makefile.split("OLDEST_TESTS ?=", 1)[1].split("\nOLDEST_DESELECT", 1)[0].split()
+    files = [t for t in selected if t.startswith("tests/")]
+    assert files and all((REPO_ROOT / t).is_file() for t in files), "OLDEST_TESTS names a missing file"

@@ -511,3 +511,50 @@ def test_checkpoints_are_read_without_running_their_code(tiny_data, tmp_path):
     with pytest.raises(vgg_utils.CheckpointError, match="unreadable"):
         vgg_utils.load_checkpoint(path)
     assert not marker.exists()
+
+
+# Tests added for surviving mutants (mutation/README.md): each names the bug it catches.
+
+
+def test_the_defaults_are_the_papers_momentum_and_weight_decay(tiny_data):
+    """Sec. 3.1: momentum 0.9, weight decay 5e-4. Measured on the weight no gradient reaches."""
+    train, _ = tiny_data
+    model = _Probe()
+    vgg_utils.train(model, train, epochs=1, batch_size=32, lr=0.1, schedule="constant", device="cpu",
+                    bf16=False, channels_last=False, progress=False)  # fmt: skip
+    p, v = 1.0, 0.0
+    for _ in range(3):  # 96 images, batch 32
+        v = 0.9 * v + 5e-4 * p
+        p -= 0.1 * v
+    assert torch.allclose(model.idle, torch.full((5,), p), rtol=0, atol=1e-7)
+
+
+def test_an_existing_checkpoint_is_only_read_when_resume_is_asked(tiny_data, tmp_path):
+    path = tmp_path / "run.pt"
+    path.write_bytes(b"not a checkpoint")  # what a new run overwrites, and resume would refuse
+    train, _ = tiny_data
+    history = vgg_utils.train(_Probe(), train, epochs=1, batch_size=32, lr=0.1, device="cpu",
+                              checkpoint=path, progress=False)  # fmt: skip
+    assert history["epoch"].tolist() == [1] and path.stat().st_size > 100
+
+
+def test_train_loss_and_accuracy_are_the_epochs_means_over_its_images(tiny_data):
+    """With a learning rate too small to move the weights, the epoch's training loss and accuracy
+    are those of evaluate() on the same images (a per-batch sum divided, not multiplied, by the
+    batch size would be off by a factor of the batch size squared)."""
+    train, _ = tiny_data
+    model, history = _fit(train, lr=1e-12)
+    loss, acc = vgg_utils.evaluate(model, train)
+    assert history["train_loss"].iloc[0] == pytest.approx(loss, rel=1e-4)  # float32 sums
+    assert history["train_acc"].iloc[0] == pytest.approx(acc)
+
+
+def test_channels_last_converts_the_weights_too(tiny_data):
+    """channels_last=True must lay out the conv weights in NHWC as well as the inputs (the memory
+    format pays only when both are)."""
+    train, _ = tiny_data
+    model = _tiny_model()
+    vgg_utils.train(model, train, epochs=1, batch_size=32, lr=0.01, device="cpu", bf16=False,
+                    channels_last=True, progress=False)  # fmt: skip
+    conv = model.features[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()

@@ -15,12 +15,12 @@ from vgg_utils import REPO_ROOT, ImageTensors, build_vgg
 from vgg_utils.ablations import PROVENANCE_COLUMNS
 from vgg_utils.experiments import main
 from vgg_utils.shapes import ShapesDataset
+from vgg_utils.transfer_plots import plot_transferability
 from vgg_utils.transferability import (
     COLUMNS,
     class_halves,
     copy_blocks,
     frozen_mode,
-    plot_transferability,
     summarize_transferability,
 )
 

@@ -10,9 +10,15 @@ from .ablations import (
     compare_with_paper,
     grid_provenance,
     plan_runs,
-    plot_experiment,
     run_grid,
     summarize,
+)
+from .ablations_plots import plot_experiment
+from .architecture_plots import (
+    plot_feature_map_sizes,
+    plot_ilsvrc,
+    plot_layer_costs,
+    plot_vgg_diagram,
 )
 from .augment import (
     PaperAugment,
@@ -26,6 +32,7 @@ from .augment import (
     subtract_mean,
     train_transform,
 )
+from .augment_plots import plot_image_grid
 from .configs import (
     ALIASES,
     CONFIGS,
@@ -53,12 +60,10 @@ from .course_models import (
 from .data import (
     CIFAR10_CLASSES,
     DatasetUnavailableError,
-    ImageTensors,
     default_dataset,
     load_cifar10,
     load_image_folder,
     local_cifar10_folder,
-    to_float,
 )
 from .dense import FullyConvolutionalVGG, to_fully_convolutional
 from .dense_eval import (
@@ -71,6 +76,10 @@ from .dense_eval import (
     multi_crop_evaluation,
     multi_scale_evaluation,
 )
+from .dense_plots import plot_score_maps
+from .doctor import run_checks
+from .downloader import ChecksumError, DownloadError
+from .exercises import check, exercises, show_solution, verdict
 from .explain_metrics import (
     PerturbationCurve,
     PointingResult,
@@ -85,7 +94,8 @@ from .explain_metrics import (
     rank_correlation,
     sanity_check,
 )
-from .image_grid import plot_image_grid
+from .fetch import FetchError
+from .image_tensors import ImageTensors, to_float
 from .interpret import (
     block_outputs,
     feature_maps,
@@ -125,18 +135,17 @@ from .models import (
     torchvision_weights,
     weights_path,
 )
-from .plots import plot_feature_map_sizes, plot_ilsvrc, plot_layer_costs, plot_vgg_diagram
+from .notebook_runner import NotebookRun, run_notebooks
 from .profiling import layer_table, paper_layer_names, peak_activation_memory, summary, total_macs
-from .receptive import (
+from .receptive import compose_kernels, receptive_field_table
+from .receptive_measured import (
     EffectiveRF,
     EmpiricalRF,
-    compose_kernels,
     effective_receptive_fields,
     empirical_receptive_field,
     linearise,
-    receptive_field_table,
 )
-from .rf_plots import (
+from .receptive_plots import (
     plot_erf_growth,
     plot_erf_maps,
     plot_erf_profile,
@@ -157,23 +166,21 @@ from .runtime import (
     module_device,
     seed_everything,
 )
-from .scenes import ShapeScenes, plot_score_maps, score_map_pointing_game, score_maps
+from .scenes import ShapeScenes, score_map_pointing_game, score_maps
 from .shapes import SHAPE_CLASSES, ShapesDataset, mask_boxes, render_shapes
 from .speedrun import FastRecipe, TranslateFlip, choose_epochs, evaluate_tta, predict_tta, tta_views
 from .training import (
-    CheckpointError,
     Evaluation,
     auto_bf16,
     auto_channels_last,
     confusion_matrix,
     evaluate,
     init_from_shallower,
-    load_checkpoint,
-    plot_confusion_matrix,
-    plot_history,
     predict,
     train,
 )
+from .training_checkpoints import CheckpointError, load_checkpoint
+from .training_plots import plot_confusion_matrix, plot_history
 from .transfer import (
     FreezeReport,
     Preprocess,
@@ -183,15 +190,14 @@ from .transfer import (
     fine_tune,
     freeze,
     load_source_model,
-    per_class_split,
     replace_head,
     split_frozen,
     stage_table,
 )
-from .transfer_data import download_flowers102, load_flowers102
+from .transfer_data import download_flowers102, load_flowers102, per_class_split
+from .transfer_plots import plot_transferability
 from .transferability import (
     class_halves,
-    plot_transferability,
     run_transferability,
     summarize_transferability,
 )
@@ -241,6 +247,10 @@ __all__ = [
     "auto_bf16",
     "block_outputs",
     "centre_maps",
+    "check",
+    "exercises",
+    "show_solution",
+    "verdict",
     "deletion_curve",
     "explanation_table",
     "feature_maps",
@@ -369,6 +379,12 @@ __all__ = [
     "class_halves",
     "discriminative_param_groups",
     "download_flowers102",
+    "run_checks",
+    "ChecksumError",
+    "DownloadError",
+    "FetchError",
+    "NotebookRun",
+    "run_notebooks",
     "fine_tune",
     "freeze",
     "load_flowers102",

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from .plots import _check_columns
+from .architecture_plots import _check_columns
 
 VGG_COLOUR = "#C44E52"
 #: Marker area (points^2) per million parameters: VGG16's 138 M gives a bubble of ~415 pt^2.

@@ -25,16 +25,16 @@ import shutil
 import tarfile
 import tempfile
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
 from .image_files import _square, decode_all, list_image_files
+from .image_tensors import ImageTensors, to_float  # noqa: F401 (re-export: vgg_utils.data.* kept)
 from .models import DOWNLOAD_STALL_SECONDS, _reachable, _stall_timeout
 from .runtime import cache_dir
+from .shapes import ShapesDataset
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -48,84 +48,6 @@ class DatasetUnavailableError(RuntimeError):
     """A dataset is neither cached nor downloadable; the message says what was tried."""
 
 
-@dataclass(repr=False)
-class ImageTensors:
-    """A labelled image set held as tensors, ready to move to a device and slice into batches.
-
-    ``images``: ``(N, 3, H, W)``, either ``uint8`` (0-255, 4x smaller: real photos) or a float
-    dtype in [0, 1] (the shapes dataset). ``labels``: ``(N,)`` ``int64``. ``classes``: the names,
-    ``classes[label]``; ``source`` a note on where they came from. Indexing gives ``(float image in [0, 1], int label)`` like a torchvision
-    dataset, so it also works with a ``DataLoader``. Taught in ``04_training.ipynb``.
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: list[str]
-    source: str = ""  # where the images came from, e.g. "CIFAR-10 train (torchvision cache)"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.images, torch.Tensor) or self.images.dim() != 4:
-            raise ValueError(
-                "images must be a tensor shaped (N, C, H, W); got "
-                f"{getattr(self.images, 'shape', type(self.images).__name__)}"
-            )
-        if self.images.dtype != torch.uint8 and not self.images.is_floating_point():
-            raise TypeError(f"images must be uint8 (0-255) or float (0-1); got {self.images.dtype}")
-        self.labels = torch.as_tensor(self.labels, dtype=torch.int64)
-        if self.labels.shape != (len(self.images),):
-            raise ValueError(
-                f"labels must have shape ({len(self.images)},), one per image; "
-                f"got {tuple(self.labels.shape)}"
-            )
-        self.classes = list(self.classes)
-        if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(
-            self.classes
-        ):
-            raise ValueError(
-                f"labels must lie in [0, {len(self.classes) - 1}] for {len(self.classes)} classes; "
-                f"got [{int(self.labels.min())}, {int(self.labels.max())}]"
-            )
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return to_float(self.images[index]), int(self.labels[index])
-
-    def __repr__(self) -> str:
-        shape = "x".join(str(s) for s in self.images.shape[1:])
-        return (
-            f"{type(self).__name__}(n={len(self)}, image={shape}, dtype={self.images.dtype}, "
-            f"classes={len(self.classes)}, device={self.images.device})"
-        )
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """``(H, W)`` of the images."""
-        return tuple(self.images.shape[-2:])  # type: ignore[return-value]
-
-    def to(self, device: torch.device | str) -> ImageTensors:
-        """The same data on ``device`` (images keep their dtype: ``uint8`` stays small)."""
-        return ImageTensors(self.images.to(device), self.labels.to(device), self.classes, self.source)
-
-    def subset(self, indices: torch.Tensor | Sequence[int] | slice) -> ImageTensors:
-        """The images at ``indices`` (a slice, a list or an index tensor)."""
-        if not isinstance(indices, slice):
-            indices = torch.as_tensor(indices, dtype=torch.int64, device=self.labels.device)
-        return ImageTensors(self.images[indices], self.labels[indices], self.classes, self.source)
-
-    def class_counts(self) -> torch.Tensor:
-        """Images per class, ``(num_classes,)``."""
-        return torch.bincount(self.labels.cpu(), minlength=len(self.classes))
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """``uint8`` 0-255 -> ``float32`` 0-1; float images pass through unchanged."""
-    if images.dtype == torch.uint8:
-        return images.float().div_(255)
-    if not images.is_floating_point():
-        raise TypeError(f"images must be uint8 (0-255) or float (0-1); got {images.dtype}")
-    return images
 
 
 def _random_subset(labels: torch.Tensor, n: int | None, seed: int) -> torch.Tensor | None:
@@ -382,8 +304,6 @@ def default_dataset(
         train = load_cifar10("train", n_train, timeout=timeout, seed=seed)
         test = load_cifar10("test", n_test, timeout=timeout, seed=seed)
     except DatasetUnavailableError as err:
-        from .shapes import ShapesDataset
-
         reason = str(err).split(". On a connected")[0].removeprefix("CIFAR-10 is unavailable: ")
         print(f"dataset: shapes ({image_size}x{image_size}), because CIFAR-10 is unavailable ({reason})")
         kwargs = dict(image_size=image_size, seed=seed, dtype=torch.uint8)

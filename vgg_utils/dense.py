@@ -174,8 +174,11 @@ def to_fully_convolutional(model: nn.Module) -> FullyConvolutionalVGG:
     for module in classifier:
         if isinstance(module, nn.Linear):
             weight = module.weight.detach()
-            conv = nn.Conv2d(weight.shape[1] // (k * k), weight.shape[0], k, bias=module.bias is not None,
-                             device=weight.device, dtype=weight.dtype)  # fmt: skip
+            # skip_init: no random initialisation (the weights are copied in below), so converting
+            # a model does not draw from, and shift, the global random generator
+            conv = nn.utils.skip_init(nn.Conv2d, weight.shape[1] // (k * k), weight.shape[0], k,
+                                      bias=module.bias is not None, device=weight.device,
+                                      dtype=weight.dtype)  # fmt: skip
             with torch.no_grad():
                 # Flattening (C, k, k) row-major is what torch.flatten did to pool5: undo it.
                 conv.weight.copy_(weight.reshape(conv.weight.shape))

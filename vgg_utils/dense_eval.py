@@ -131,7 +131,9 @@ def _run(net, images, scale, preprocess, batch_size, views_of, method) -> TestTi
     device = module_device(net)
     probs, views = [], 0
     tic = time.perf_counter()
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    # no_grad, not inference_mode: under inference_mode FlopCounterMode counts no FLOPs at all in
+    # torch 2.5, the lower bound that `make test-oldest` tests.
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         for start in range(0, len(x_all), batch_size):
             x = rescale(x_all[start : start + batch_size].to(device), scale)
             x = preprocess(x) if preprocess is not None else x

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -38,28 +35,9 @@ import torch
 
 from .ablations import EXPERIMENTS, RUN_COLUMNS, SETTING_COLUMNS, run_grid, summarize
 from .data import ImageTensors, load_cifar10
+from .provenance import device_name, git_commit
 from .runtime import REPO_ROOT, cache_dir, get_device
 from .training import auto_bf16
-
-
-def git_commit() -> str:
-    """``git rev-parse HEAD`` of the repository, or ``"unknown"`` outside a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-
-
-def device_name(device: torch.device) -> str:
-    """A readable device description: the GPU's name, or the CPU and its core count."""
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    if device.type == "mps":
-        return "mps (Apple GPU)"
-    return f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
 def load_dataset(

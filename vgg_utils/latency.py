@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .runtime import module_device
+from .runtime import module_device, restore_training_flags, training_flags
 
 _AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
@@ -115,7 +115,7 @@ def measure_latency(
         else contextlib.nullcontext()
     )
     old_threads = torch.get_num_threads()
-    was_training = model.training
+    flags = training_flags(model)
     times: list[float] = []
     try:
         if threads is not None:
@@ -132,7 +132,7 @@ def measure_latency(
                 _synchronize(device)
                 times.append((time.perf_counter() - start) * 1000.0)
     finally:
-        model.train(was_training)
+        restore_training_flags(flags)
         torch.set_num_threads(old_threads)
 
     median = statistics.median(times)

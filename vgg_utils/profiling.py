@@ -18,6 +18,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import VGG, build_vgg
+from .runtime import restore_training_flags, training_flags
 
 
 def paper_layer_names(model: VGG) -> dict[str, str]:
@@ -87,7 +88,7 @@ def layer_table(
                 lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
             )
         )
-    was_training = model.training
+    flags = training_flags(model)
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -95,7 +96,7 @@ def layer_table(
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
+        restore_training_flags(flags)
 
     root = type(model).__name__
     flops = counter.get_flop_counts()
@@ -188,7 +189,7 @@ def peak_activation_memory(
     """
     param = next(model.parameters())
     x = torch.zeros(batch_size, *input_size, device=param.device, dtype=param.dtype)
-    was_training = model.training
+    flags = training_flags(model)
     model.eval()
     try:
         with torch.inference_mode():
@@ -203,7 +204,7 @@ def peak_activation_memory(
                 model(x)
             return int(tracker.peak)
     finally:
-        model.train(was_training)
+        restore_training_flags(flags)
 
 
 def summary(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224), **kwargs: Any):

@@ -73,6 +73,19 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def training_flags(model: torch.nn.Module) -> dict[torch.nn.Module, bool]:
+    """Each module's own train/eval flag, to give back with :func:`restore_training_flags` after a
+    call that puts the model in eval mode. ``model.train(was_training)`` would instead switch every
+    module, also those the caller held in eval mode (e.g. frozen batch norms, notebook 06)."""
+    return {module: module.training for module in model.modules()}
+
+
+def restore_training_flags(flags: dict[torch.nn.Module, bool]) -> None:
+    """Give every module the flag :func:`training_flags` recorded."""
+    for module, training in flags.items():
+        module.training = training
+
+
 def cpu_bf16_support() -> str:
     """What this CPU offers for bfloat16 matrix products, as PyTorch's own CPU probes see it.
 

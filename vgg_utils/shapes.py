@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ImageTensors
+from .image_tensors import ImageTensors
 
 #: The ten kinds, in label order (``num_classes=k`` uses the first ``k``).
 SHAPE_CLASSES = (

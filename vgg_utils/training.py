@@ -8,9 +8,10 @@ as tensors; each batch is sliced from a random permutation and augmented there (
 :mod:`vgg_utils.augment`). bf16 autocast and channels-last memory are switched on where they pay:
 CUDA GPUs, and CPUs that multiply bf16 natively (AMX or AVX512-BF16).
 
-Also here: :func:`evaluate`, :func:`confusion_matrix`, the learning-curve plot, checkpoints that
-resume a run exactly, and :func:`init_from_shallower`, the paper's trick of starting a deep net
-from a trained configuration A.
+Also here: :func:`evaluate`, :func:`confusion_matrix`, and :func:`init_from_shallower`, the
+paper's trick of starting a deep net from a trained configuration A. Checkpoints that resume a run
+exactly are in :mod:`vgg_utils.training_checkpoints`, the learning-curve and confusion-matrix
+figures in :mod:`vgg_utils.training_plots`.
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageTensors, to_float
-from .runtime import cpu_fast_bf16, get_device, module_device, progress_bar
+from .runtime import (
+    cpu_fast_bf16,
+    get_device,
+    module_device,
+    progress_bar,
+    restore_training_flags,
+    training_flags,
+)
+from .training_checkpoints import CheckpointError, _load_for_resume, _save, load_checkpoint  # noqa: F401 (re-export)
 
 SCHEDULES = ("plateau", "onecycle", "constant")
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"]
-_FORMAT = "vgg_utils.checkpoint/1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file cannot be used: unreadable, or saved from a different model or run."""
 
 
 class Evaluation(NamedTuple):
@@ -117,7 +121,7 @@ def _predict(model, data: ImageTensors, transform, batch_size: int, bf16, *, che
     device = module_device(model)
     bf16 = auto_bf16(device) if bf16 is None else bf16
     transform = transform or to_float
-    was_training = model.training
+    flags = training_flags(model)
     model.eval()
     outputs = []
     try:
@@ -128,7 +132,7 @@ def _predict(model, data: ImageTensors, transform, batch_size: int, bf16, *, che
             if check is not None and start == 0:
                 _check_outputs(outputs[0].shape[-1], data, check)
     finally:
-        model.train(was_training)
+        restore_training_flags(flags)
     return torch.cat(outputs)
 
 
@@ -343,114 +347,6 @@ def _param_groups(model: nn.Module, param_groups: list[dict] | None, lr: float) 
     return groups
 
 
-# --- checkpoints ---------------------------------------------------------------------------------
-
-
-def _rng_state(sampler: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "sampler": sampler.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        state["mps"] = torch.mps.get_rng_state()
-    return state
-
-
-def _save(path, model, optimizer, scheduler, sampler, augment, settings, epoch, history) -> None:
-    state = {
-        "format": _FORMAT,
-        "epoch": epoch,
-        "settings": settings,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "history": {col: [row[col] for row in history] for col in HISTORY_COLUMNS},
-        "rng": _rng_state(sampler),
-        "augment": augment.state_dict() if hasattr(augment, "state_dict") else None,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save never leaves half a checkpoint
-
-
-def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None) -> dict:
-    """Read a checkpoint written by :func:`train` (``weights_only=True``) and check it.
-
-    With ``model``, also load its weights (strictly; a different architecture raises
-    :class:`CheckpointError` listing what differs). Returns the checkpoint dict: ``epoch``,
-    ``settings``, ``history`` (dict of lists: ``pd.DataFrame(ckpt["history"])``), ``model``, ...
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt zip, truncated file, foreign pickle: all unreadable
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-            "the file is corrupt or not a torch checkpoint: delete it to train from scratch"
-        ) from err
-    if not isinstance(state, dict) or state.get("format") != _FORMAT:
-        raise CheckpointError(f"{path} is not a vgg_utils training checkpoint (no {_FORMAT!r} marker)")
-    if model is not None:
-        _load_model_state(path, model, state["model"])
-    return state
-
-
-def _load_model_state(path: Path, model: nn.Module, saved: dict) -> None:
-    current = model.state_dict()
-    missing = [k for k in current if k not in saved]
-    unexpected = [k for k in saved if k not in current]
-    shapes = [
-        f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in current.items()
-        if k in saved and saved[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        lines = [f"checkpoint {path} was saved from a different architecture than this model:"]
-        if shapes:
-            lines.append(f"  {len(shapes)} shape mismatches, e.g. " + "; ".join(shapes[:3]))
-        if missing:
-            lines.append(f"  {len(missing)} tensors missing from the checkpoint, e.g. {missing[:3]}")
-        if unexpected:
-            lines.append(f"  {len(unexpected)} tensors the model lacks, e.g. {unexpected[:3]}")
-        lines.append("  build the model with the same config/width/batch_norm/head, or delete the file")
-        raise CheckpointError("\n".join(lines))
-    model.load_state_dict(saved)
-
-
-def _load_for_resume(path, model, optimizer, scheduler, sampler, augment, settings, epochs) -> dict:
-    state = load_checkpoint(path, model)
-    if state["epoch"] > epochs:
-        raise CheckpointError(f"checkpoint {path} is at epoch {state['epoch']}, beyond epochs={epochs}")
-    saved = state["settings"]
-    changed = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in settings.items() if saved.get(k) != v]
-    if changed:
-        raise CheckpointError(
-            f"checkpoint {path} belongs to a different run: it was saved with {', '.join(changed)}; "
-            "resume with the same settings, or delete the file to start over"
-        )
-    if settings["schedule"] == "onecycle" and scheduler.total_steps != state["scheduler"]["total_steps"]:
-        raise CheckpointError(
-            f"checkpoint {path} is a one-cycle run planned for a different number of epochs; "
-            "a one-cycle schedule cannot be extended: train with the same epochs"
-        )
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"])
-    sampler.set_state(rng["sampler"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    if "mps" in rng and torch.backends.mps.is_available():
-        torch.mps.set_rng_state(rng["mps"])
-    if state["augment"] is not None and hasattr(augment, "load_state_dict"):
-        augment.load_state_dict(state["augment"])
-    history = [dict(zip(state["history"], values, strict=True)) for values in zip(*state["history"].values(), strict=True)]
-    return {"history": history, "epoch": state["epoch"]}
-
-
 # --- the paper's initialisation of deep nets -----------------------------------------------------
 
 
@@ -502,64 +398,3 @@ def init_from_shallower(deep: nn.Module, shallow: nn.Module, *, n_convs: int = 4
             for key, tensor in src.state_dict().items():
                 dst.state_dict()[key].copy_(tensor)
     return [name for name, _, _ in pairs]
-
-
-# --- plots ---------------------------------------------------------------------------------------
-
-
-def plot_history(history: pd.DataFrame, *, title: str | None = None, axes=None):
-    """Learning curves: loss and accuracy (%) per epoch, train and test; dotted lines at lr drops.
-
-    Returns the figure. ``axes``: two matplotlib axes to draw into (default: a new figure).
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    else:
-        fig = axes[0].figure
-    for split, style in (("train", "-o"), ("test", "-s")):
-        axes[0].plot(history["epoch"], history[f"{split}_loss"], style, ms=3, label=split)
-        axes[1].plot(history["epoch"], 100 * history[f"{split}_acc"], style, ms=3, label=split)
-    # A step schedule's epoch-mean lr falls by exactly x0.1; one-cycle's falls smoothly: no lines.
-    drops = history["epoch"][((history["lr"] / history["lr"].shift(1)) - 0.1).abs() < 1e-6]
-    for ax, ylabel in zip(axes, ("cross-entropy loss (nats)", "accuracy (%)"), strict=True):
-        for epoch in drops:
-            ax.axvline(epoch - 0.5, color="gray", ls=":", lw=1)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    axes[0].set_title("loss" + (" (dotted: lr x0.1)" if len(drops) else ""))
-    axes[1].set_title("accuracy")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_confusion_matrix(cm: torch.Tensor, classes: list[str], *, title: str | None = None, ax=None):
-    """Row-normalised confusion matrix (% of each true class) as an annotated image."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        k = len(classes)
-        fig, ax = plt.subplots(figsize=(max(4.8, 1.8 + 0.55 * k), max(4.0, 1.2 + 0.5 * k)))
-    else:
-        fig = ax.figure
-    pct = 100 * cm.double() / cm.sum(dim=1, keepdim=True).clamp(min=1)
-    im = ax.imshow(pct.numpy(), cmap="Blues", vmin=0, vmax=100)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, f"{pct[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                    color="white" if pct[i, j] > 50 else "black")  # fmt: skip
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title or "confusion matrix")
-    fig.colorbar(im, ax=ax, label="% of true class")
-    fig.tight_layout()
-    return fig

@@ -382,22 +382,3 @@ def load_source_model(prefer: str = "imagenet", *, timeout: float = 5.0) -> Sour
                    f"{course.input_size} crops, {course.test_accuracy:.1%} on the CIFAR-10 test set)")  # fmt: skip
     print(f"source model: {description}{reason}")
     return SourceModel("cifar10", course.model, course.input_size, course.preprocess, course.classes, description)
-
-
-def per_class_split(data: ImageTensors, k: int, *, seed: int = 0) -> tuple[ImageTensors, ImageTensors]:
-    """``(chosen, rest)``: ``k`` images of every class drawn at random (seeded), and all others.
-    The few-labels experiments of ``06_transfer_learning.ipynb`` use it."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k (images per class) must be a positive integer; got {k!r}")
-    counts = data.class_counts()
-    if int(counts.min()) < k:
-        poor = [data.classes[i] for i in range(len(counts)) if counts[i] < k]
-        raise ValueError(f"asked for {k} images per class but {poor[:3]} have only {int(counts.min())}")
-    gen = torch.Generator().manual_seed(seed)
-    labels = data.labels.cpu()
-    chosen = torch.cat([torch.nonzero(labels == c).flatten()[torch.randperm(int(counts[c]), generator=gen)[:k]]
-                        for c in range(len(counts))])  # fmt: skip
-    mask = torch.ones(len(data), dtype=torch.bool)
-    mask[chosen] = False
-    return data.subset(chosen.sort().values), data.subset(torch.nonzero(mask).flatten())
-

@@ -12,6 +12,8 @@ The download is behind a reachability probe, so offline it fails within seconds 
 and unpacked in a private scratch folder inside :func:`vgg_utils.cache_dir`, which is renamed to
 ``flowers-102`` only when complete (with a ``.complete`` marker), so a loader never sees half a
 dataset. The unpacked images take about 350 MB; the archive is deleted after unpacking.
+
+:func:`per_class_split` draws the few labelled images per class of the offline experiments.
 """
 
 from __future__ import annotations
@@ -143,3 +145,21 @@ def load_flowers102(
     names = list(getattr(dataset, "classes", None) or [f"flower {i + 1}" for i in range(102)])  # older torchvision: no names
     return ImageTensors(torch.stack(images), labels[chosen], names[:k],
                         source=f"Oxford 102 Flowers {split} ({len(chosen)} images, {k} classes)")  # fmt: skip
+
+
+def per_class_split(data: ImageTensors, k: int, *, seed: int = 0) -> tuple[ImageTensors, ImageTensors]:
+    """``(chosen, rest)``: ``k`` images of every class drawn at random (seeded), and all others.
+    The few-labels experiments of ``06_transfer_learning.ipynb`` use it."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k (images per class) must be a positive integer; got {k!r}")
+    counts = data.class_counts()
+    if int(counts.min()) < k:
+        poor = [data.classes[i] for i in range(len(counts)) if counts[i] < k]
+        raise ValueError(f"asked for {k} images per class but {poor[:3]} have only {int(counts.min())}")
+    gen = torch.Generator().manual_seed(seed)
+    labels = data.labels.cpu()
+    chosen = torch.cat([torch.nonzero(labels == c).flatten()[torch.randperm(int(counts[c]), generator=gen)[:k]]
+                        for c in range(len(counts))])  # fmt: skip
+    mask = torch.ones(len(data), dtype=torch.bool)
+    mask[chosen] = False
+    return data.subset(chosen.sort().values), data.subset(torch.nonzero(mask).flatten())

@@ -47,7 +47,6 @@ SETTING_COLUMNS = [
     "head", "batch_size", "lr", "schedule", "weight_decay",
 ]  # fmt: skip
 COLUMNS = RUN_COLUMNS + SETTING_COLUMNS + PROVENANCE_COLUMNS
-_COLOURS = {"BnB": "#1f5fbf", "BnB+": "#8fb3ef", "AnB": "#c0392b", "AnB+": "#f1948a"}
 
 
 def class_halves(data: ImageTensors, first: Sequence[int] | None = None) -> tuple[ImageTensors, ImageTensors]:
@@ -202,35 +201,3 @@ def _check_results(results: pd.DataFrame) -> None:
         raise ValueError(f"results lack columns {missing}; pass the table of run_transferability or its CSV")
     if not (results["variant"] == "baseB").any():
         raise ValueError("results have no baseB run (k = 0): the reference every variant starts from")
-
-
-def plot_transferability(results: pd.DataFrame, *, ax=None, title: str | None = None):
-    """Yosinski et al.'s Figure 2 for our nets: test accuracy on B (%) against the number of
-    copied blocks k, one colour per variant, a dot per seed and a line through the means; the
-    dashed line is ``baseB``. Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    _check_results(results)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-    else:
-        fig = ax.figure
-    acc = results.assign(acc=100 * results["test_acc"])
-    base_b = acc[acc["variant"] == "baseB"]
-    ax.axhline(base_b["acc"].mean(), color="gray", ls="--", lw=1, label="baseB (k = 0)")
-    variants = [v for v in VARIANTS if (acc["variant"] == v).any()]
-    for i, variant in enumerate(variants):
-        runs = pd.concat([base_b.assign(k=0), acc[acc["variant"] == variant]])
-        offset = 0.06 * (i - (len(variants) - 1) / 2)  # side by side, so dots do not hide each other
-        ax.plot(runs["k"] + offset, runs["acc"], "o", ms=4, alpha=0.6, color=_COLOURS[variant])
-        means = runs.groupby("k")["acc"].mean()
-        ax.plot(means.index + offset, means.values, "-", lw=2, color=_COLOURS[variant], label=variant)
-    ax.set_xticks(range(6))
-    ax.set_xlabel("k: conv blocks copied (and frozen, unless '+')")
-    ax.set_ylabel("test accuracy on B (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=3)
-    seeds = results["seed"].nunique()
-    ax.set_title(title or f"layer-wise transferability ({seeds} seed{'s' if seeds > 1 else ''}, dots: single runs)")
-    fig.tight_layout()
-    return fig

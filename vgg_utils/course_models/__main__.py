@@ -1,5 +1,5 @@
 """``python -m vgg_utils.course_models {list, verify, build NAME}``: see :mod:`vgg_utils.course_models`."""
 
-from . import main
+from .build import main
 
 main()

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import ScalarFormatter
 
-from .receptive import EffectiveRF
+from .receptive_measured import EffectiveRF
 
 RF_COLOUR = "#4C72B0"
 ERF_COLOUR = "#C44E52"

@@ -1,4 +1,4 @@
-"""Image grids for looking at augmentations: rows of images, optional crop boxes, true pixel scale.
+"""Figures of augmentation: image grids (rows of images, optional crop boxes, true pixel scale).
 
 Taught in ``04_training.ipynb`` (crops at several training scales S, scale jittering, flips and
 colour shifts on real pixels). Plumbing only: the augmentations themselves are in
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import torch
+from matplotlib.patches import Rectangle
 
 
 def plot_image_grid(
@@ -27,9 +29,6 @@ def plot_image_grid(
     ``same_scale``: every axis spans the largest image, so a 48-pixel image looks 1.5x a 32-pixel
     one (what rescaling to S does). Returns the figure.
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
     if not rows:
         raise ValueError("rows is empty; pass {'row label': [image, ...], ...}")
     lists = {label: list(images) for label, images in rows.items()}
