@@ -14,7 +14,6 @@ import platform
 import re
 import shutil
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -199,19 +198,13 @@ def check_notebooks(folder: str | os.PathLike | None = None) -> list[Check]:
 
 def check_network(urls: Sequence[str] | None = None, timeout: float = 3.0) -> list[Check]:
     """Can the download hosts be reached (each probed in parallel, ``timeout`` seconds)?"""
-    from .models import _reachable
+    from .models import reachable_hosts
 
     if urls is None:
         from .fetch import catalog
 
         urls = [item.files[0].url for item in catalog().values()]
-    answers: dict[str, bool] = {}
-    threads = [threading.Thread(target=lambda u=u: answers.__setitem__(u, _reachable(u, timeout)), daemon=True) for u in urls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout + 1)
-    hosts = {u.split("/")[2]: answers.get(u, False) for u in urls}
+    hosts = reachable_hosts(urls, timeout)
     down = sorted(h for h, ok in hosts.items() if not ok)
     if not down:
         return [Check("network", "ok", f"{', '.join(sorted(hosts))} reachable")]

@@ -27,7 +27,6 @@ import json
 import shutil
 import tarfile
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,17 +221,10 @@ def listing(items: dict[str, Item]) -> str:
 
 def _unreachable_hosts(items: Sequence[Item], timeout: float) -> set[str]:
     """Probe every host once, in parallel: offline costs ``timeout`` seconds, not one per file."""
-    from .models import _reachable
+    from .models import reachable_hosts
 
-    first_url = {urlparse(f.url).netloc: f.url for item in items for f in item.files}
-    answers: dict[str, bool] = {}
-    threads = [threading.Thread(target=lambda h=h, u=u: answers.__setitem__(h, _reachable(u, timeout)), daemon=True)
-               for h, u in first_url.items()]  # fmt: skip
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout + 1)
-    return {h for h in first_url if not answers.get(h)}
+    answers = reachable_hosts([f.url for item in items for f in item.files], timeout)
+    return {h for h, ok in answers.items() if not ok}
 
 
 def _install_folder(item: Item, downloaded: list[Path], keep_archives: bool) -> None:

@@ -12,7 +12,7 @@ import math
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -283,6 +283,20 @@ def _reachable(url: str, timeout: float) -> bool:
     thread.start()
     thread.join(timeout)
     return bool(result and result[0])
+
+
+def reachable_hosts(urls: Sequence[str], timeout: float) -> dict[str, bool]:
+    """:func:`_reachable` for the host of each URL, all probed at once (offline costs ``timeout``
+    seconds, not one per host); the first URL of each host stands for it. Keys: host names."""
+    first = {urlparse(u).netloc: u for u in reversed(list(urls))}
+    answers: dict[str, bool] = {}
+    threads = [threading.Thread(target=lambda h=h, u=u: answers.__setitem__(h, _reachable(u, timeout)), daemon=True)
+               for h, u in first.items()]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 1)
+    return {h: answers.get(h, False) for h in first}
 
 
 @contextmanager
