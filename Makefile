@@ -34,11 +34,11 @@ lab: setup
 	$(BIN)/python -m jupyterlab --notebook-dir=notebooks $(LAB_QUIET) $(LAB_ARGS)
 
 test: setup
-	$(BIN)/python -m ruff check vgg_utils tests benchmarks notebooks
+	$(BIN)/python -m ruff check vgg_utils tests benchmarks notebooks mutation
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/python -m ruff check vgg_utils tests benchmarks notebooks
+	$(BIN)/python -m ruff check vgg_utils tests benchmarks notebooks mutation
 
 # Lower bounds that are tested (README "Tests and CI"): a second venv with the OLDEST versions
 # pyproject.toml allows (.ci/oldest_constraints.py pins each `name>=X` at X, prints what it
@@ -71,7 +71,7 @@ oldest-env:
 	$(PYTHON) .ci/oldest_constraints.py --venv $(VENV_OLDEST)
 
 oldest-tests:
-	$(VENV_OLDEST)/bin/python -m ruff check vgg_utils tests benchmarks notebooks
+	$(VENV_OLDEST)/bin/python -m ruff check vgg_utils tests benchmarks notebooks mutation
 	VGG_OLDEST=1 $(VENV_OLDEST)/bin/python -m pytest $(OLDEST_TESTS) -p no:cacheprovider $(OLDEST_DESELECT) $(OLDEST_PYTEST_ARGS)
 
 # The GPU suite (README "GPU suite"): time to accuracy, loader ratio, ablation grid, ~9 min on one

@@ -169,7 +169,7 @@ def results(work: Path, module: str) -> dict[str, int]:
     return {name: code for name, code in meta["exit_code_by_key"].items()}
 
 
-def run_module(module: str, max_children: int, known: dict[str, str], sample: int) -> dict:
+def run_module(module: str, max_children: int, known: dict[str, str], sample: int, seed: int = 0) -> dict:
     work = HERE / "work" / module
     prepare(module, work)
     env = dict(os.environ, PYTHONPATH="", VGG_FAST="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -187,7 +187,7 @@ def run_module(module: str, max_children: int, known: dict[str, str], sample: in
             raise RuntimeError(f"mutmut's first (unmutated) run of {module}'s tests failed:\n{clean_failure(work, module, env)}")
         widen_stats(work)
         names = sorted(results(work, module))
-        chosen = sorted(random.Random(0).sample(names, sample)) if 0 < sample < len(names) else []
+        chosen = sorted(random.Random(seed).sample(names, sample)) if 0 < sample < len(names) else []
         done = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *chosen],
                               cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     seconds = time.perf_counter() - tic
@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("modules", nargs="*", default=list(MODULES), help=f"default: all of {list(MODULES)}")
     parser.add_argument("--max-children", type=int, default=2, help="parallel mutants (default 2 cores)")
     parser.add_argument("--sample", type=int, default=60, help="mutants per module, seeded (0: all)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="which sample (default 0); another seed gives a held-out estimate of a suite "
+                        "whose tests were written against seed 0's survivors")
     parser.add_argument("--uncommitted", action="store_true", help="also run modules not committed yet")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
@@ -228,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     known = equivalents()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     provenance = {
-        "command": f"python mutation/run.py --sample {args.sample} " + " ".join(args.modules),
+        "command": f"python mutation/run.py --sample {args.sample}"
+        + (f" --seed {args.seed}" if args.seed else "") + " " + " ".join(args.modules),
         "git_commit": commit or "unknown", "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": f"CPU, {os.cpu_count()} cores, --max-children {args.max_children}",
         "mutmut_version": _version("mutmut"), "torch_version": _version("torch"),
@@ -240,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             rows[module] = {"module": module, "status": "not yet run", **provenance}
             continue
         print(f"{module}: mutating with {len(MODULES[module])} test selections ...", flush=True)
-        row = run_module(module, args.max_children, known.get(module, {}), args.sample)
+        row = run_module(module, args.max_children, known.get(module, {}), args.sample, args.seed)
         rows[module] = row | provenance
         print(f"{module}: {row['killed']} killed, {row['survived']} survived, {row['equivalent']} equivalent "
               f"of {row['tested']} tested ({row['mutants']} in all) -> {row['score_pct']}% in {row['wall_time_s']} s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import time
 
 import numpy as np
@@ -328,3 +329,108 @@ def test_cifar10_source_picks_exactly_one_place(offline, monkeypatch, tmp_path):
     assert len(vgg_utils.load_cifar10("test", source="auto")) == len(vgg_utils.load_cifar10("test", source="folder")) == 10
     with pytest.raises(ValueError, match="source must be 'auto', 'torchvision' or 'folder'; got 'jpeg'"):
         vgg_utils.load_cifar10("test", source="jpeg")
+
+
+# --- Surviving mutants of data (mutation/README.md) ------------------------------------------------
+
+
+def test_default_dataset_takes_cifar10_subsets_and_says_so(offline, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("VGG_CIFAR10_DIR", str(_fake_cifar_folder(tmp_path / "cifar")))
+    for size in (32, 48):  # CIFAR-10 is resized only when asked for another size, both splits
+        train, test = vgg_utils.default_dataset(6, 4, image_size=size)
+        said = "dataset: CIFAR-10 (image folder from $VGG_CIFAR10_DIR): 6 train / 4 test images\n"
+        assert capsys.readouterr().out == said
+        assert train.images.shape == (6, 3, size, size) and test.images.shape == (4, 3, size, size)
+        assert train.images.dtype == test.images.dtype == torch.uint8
+        assert "CIFAR-10 test" in test.source and tuple(test.classes) == vgg_utils.CIFAR10_CLASSES
+
+
+def test_default_dataset_fallback_keeps_seed_size_and_the_reason(offline, capsys):
+    train, test = vgg_utils.default_dataset(6, 4, image_size=48, seed=3)
+    line = capsys.readouterr().out
+    assert re.fullmatch(
+        r"dataset: shapes \(48x48\), because CIFAR-10 is unavailable \(not cached in \S+; "
+        r"\$VGG_CIFAR10_DIR not set; www\.cs\.toronto\.edu unreachable within 3 s\)\n",
+        line,
+    ), line
+    assert torch.equal(train.images, ShapesDataset(6, 48, seed=3, dtype=torch.uint8).images)
+    assert torch.equal(
+        test.images, ShapesDataset(4, 48, seed=3, split="test", dtype=torch.uint8).images
+    )
+
+
+def test_a_jpeg_cifar10_folder_is_subsampled_and_marked_lossy(offline, monkeypatch, tmp_path):
+    # Upper-case .JPG as cameras and Windows copies name them; the note must still say JPEG.
+    monkeypatch.setenv("VGG_CIFAR10_DIR", str(_fake_cifar_folder(tmp_path / "cifar", ext=".JPG")))
+    data = vgg_utils.load_cifar10("test", n=4, seed=1, source="folder")
+    assert len(data) == 4 and len(set(data.labels.tolist())) == 4  # 4 of the 10 one-image classes
+    assert data.source == "CIFAR-10 test (image folder from $VGG_CIFAR10_DIR, JPEG: slightly lossy)"
+
+
+def test_load_image_folder_names_its_source_and_refuses_bad_sizes(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        _write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), tmp_path / cls / "0.png")
+    assert vgg_utils.load_image_folder(tmp_path).source == f"image folder {tmp_path}"
+    for bad in (0, -16, 2.5, "16", True):
+        with pytest.raises(
+            ValueError, match=rf"^image_size must be a positive integer or None; got {bad!r}$"
+        ):
+            vgg_utils.load_image_folder(tmp_path, image_size=bad)
+    (tmp_path / "dog" / "0.png").write_bytes(b"not an image")
+    with (
+        pytest.warns(UserWarning, match="skipped 1 unreadable"),
+        pytest.raises(
+            ValueError,
+            match=r"\['dog'\] .*; add images that open in an image viewer, or remove the folder$",
+        ),
+    ):
+        vgg_utils.load_image_folder(tmp_path)
+
+
+def test_a_wrong_cifar10_setting_says_what_is_expected(monkeypatch, tmp_path):
+    monkeypatch.setenv("VGG_CIFAR10_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(
+        vgg_utils.DatasetUnavailableError,
+        match=r"point it at a folder holding train/<class>/\*\.png and test/<class>/\*\.png "
+        r"\(or an archive of one\), or unset it$",
+    ):
+        vgg_utils.local_cifar10_folder()
+    for name in "gfedcba":
+        (tmp_path / name).mkdir()
+    monkeypatch.setenv("VGG_CIFAR10_DIR", str(tmp_path))
+    with pytest.raises(
+        vgg_utils.DatasetUnavailableError,
+        match=r"has no train/ folder \(found: \['a', 'b', 'c', 'd', 'e'\]\); expected train/<class>/\* "
+        r"and test/<class>/\*$",
+    ):
+        vgg_utils.local_cifar10_folder()
+
+
+def test_a_cifar10_archive_unpacks_into_a_named_folder_and_nowhere_else(monkeypatch, tmp_path):
+    import tarfile
+
+    root = _fake_cifar_folder(tmp_path / "cifar")
+    archive = tmp_path / "cifar10-png.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="cifar")
+    monkeypatch.setenv("VGG_CIFAR10_DIR", str(archive))
+    unpacked = vgg_utils.local_cifar10_folder(extract_to=tmp_path / "x")
+    st = archive.stat()
+    # Named after the archive (without .tar.gz), its size and time: a new copy unpacks afresh.
+    assert (
+        unpacked
+        == tmp_path / "x" / f"vgg_course_cifar10-png_{st.st_size}_{int(st.st_mtime)}" / "cifar"
+    )
+    if not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python's tarfile has no extraction filter (added in 3.10.12 / 3.11.4)")
+    # An archive whose member climbs out of the folder is refused, and writes nothing outside it.
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        tar.add(root, arcname="cifar")
+        tar.add(root / "test" / "cat" / "0.png", arcname="../escaped.png")
+    monkeypatch.setenv("VGG_CIFAR10_DIR", str(evil))
+    with pytest.raises(tarfile.OutsideDestinationError):
+        vgg_utils.local_cifar10_folder(extract_to=tmp_path / "y")
+    assert not (tmp_path / "y" / "escaped.png").exists() and not (tmp_path / "escaped.png").exists()
+    assert list((tmp_path / "y").iterdir()) == []  # the half-unpacked scratch folder is gone too

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from vgg_utils import ShapesDataset, build_vgg, total_macs
+from vgg_utils import ImageTensors, ShapesDataset, build_vgg, total_macs
 from vgg_utils.course_models import CourseModelError, load_course_model
 from vgg_utils.dense import FullyConvolutionalVGG, to_fully_convolutional
 from vgg_utils.dense_eval import (
     PAPER_TABLE5,
+    TestTimeResult,
     combine_evaluations,
     crop_grid,
     dense_evaluation,
@@ -394,6 +397,18 @@ def test_a_plain_vgg_without_pools_or_biases_converts_exactly():
         fcn(torch.randn(3, 8, 8))
 
 
+def test_a_pool_module_used_twice_counts_twice():
+    """``[nn.MaxPool2d(2)] * 2`` (one module, two uses) downsamples by 4: the score map's cells
+    are 4 pixels apart and its mean is still the model's output."""
+    model = _PlainVGG(pools=True).eval()
+    assert model.features[2] is model.features[3]
+    fcn = to_fully_convolutional(model)
+    assert fcn.stride == 4
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fcn(x).mean((2, 3)), model(x))
+
+
 def test_the_small_input_error_names_the_head():
     compact = to_fully_convolutional(build_vgg("A", num_classes=4, width=0.125, head="compact"))
     with pytest.raises(ValueError, match=r"^the fully convolutional VGG A needs inputs of at least 32x32 pixels, the training crop \(one pool5 cell\)"):
@@ -401,3 +416,121 @@ def test_the_small_input_error_names_the_head():
     paper = FullyConvolutionalVGG(nn.Sequential(), nn.Sequential(), kernel=3, stride=32, in_channels=3, num_classes=2)
     with pytest.raises(ValueError, match=r"\(FC6 is now a 3x3 conv over the pool5 map, 32 pixels a cell\); got 64x96"):
         paper(torch.randn(1, 3, 64, 96))
+
+
+def _sensitive_model() -> nn.Module:
+    """A tiny VGG-shaped net (crop 4, compact head) whose posteriors move with the image: the
+    random build_vgg nets above give near-uniform posteriors (differences ~1e-6), too flat to
+    tell a crop from its mirror image."""
+    model = _PlainVGG(pools=False)
+    model.features.extend([nn.MaxPool2d(2), nn.MaxPool2d(2)])  # two modules: the stride counts both
+    model.eval()
+    with torch.no_grad():
+        model.classifier[0].weight.mul_(20)
+    return model
+
+
+def _images(n: int = 3, size: int = 20, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_multi_crop_averages_every_crop_and_only_its_mirror_image(flip):
+    """The mirror image of a crop is flipped left-right (not upside down, not in colour), and
+    only when ``flip`` asks for it."""
+    model, images = _sensitive_model(), _images()
+    result = multi_crop_evaluation(model, images, 24, crop_size=16, grid=3, flip=flip)
+    x = rescale(images, 24)
+    expected = []
+    with torch.no_grad():
+        for y, c in crop_grid(24, 24, 16, 3):
+            crop = x[..., y : y + 16, c : c + 16]
+            expected += [model(crop).softmax(dim=1)] + (
+                [model(crop.flip(-1)).softmax(dim=1)] if flip else []
+            )
+    assert result.views == len(expected) == (18 if flip else 9)
+    torch.testing.assert_close(result.probs, torch.stack(expected).mean(dim=0))
+    # The net is not flat: the centre crop alone gives other posteriors than the average.
+    assert (result.probs - model(x[..., 4:20, 4:20]).softmax(1)).abs().max() > 0.01
+
+
+def test_bad_grids_crops_and_batches_are_refused_by_name():
+    model = _sensitive_model()
+    for grid in (2.5, True, 0):
+        with pytest.raises(
+            ValueError,
+            match=rf"^grid must be a positive integer \(the paper's multi-crop uses 5\); got {grid!r}$",
+        ):
+            crop_grid(24, 24, 16, grid)
+    for crop in (16.0, True, 3, 25):
+        with pytest.raises(
+            ValueError,
+            match=rf"^crop_size must lie between the training crop 4 and Q=24; got {crop!r}$",
+        ):
+            multi_crop_evaluation(model, _images(), 24, crop_size=crop)
+    with pytest.raises(
+        ValueError,
+        match=r"^images must be a batch \(N, 3, H, W\) or an ImageTensors; got torch\.Size\(\[3, 20, 20\]\)$",
+    ):
+        dense_evaluation(model, _images()[0], 24)
+    with pytest.raises(ValueError, match=r"; got list$"):
+        dense_evaluation(model, [_images()], 24)
+    with pytest.raises(ValueError, match=r"^give at least one TestTimeResult to combine$"):
+        combine_evaluations()
+
+
+def test_error_and_nll_of_known_posteriors():
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.0, 0.2, 0.8]])
+    result = TestTimeResult("known", (32,), probs, macs=0, views=1, seconds=0.0)
+    labels = torch.tensor([1, 1, 0])
+    assert result.error(labels) == pytest.approx(2 / 3)  # the default is top-1
+    assert result.error(labels, 2) == pytest.approx(1 / 3)  # the third's true class has p = 0
+    assert result.nll(labels[:2]) == pytest.approx(-(math.log(0.3) + math.log(0.6)) / 2)
+    zero = -(math.log(0.3) + math.log(0.6) + math.log(1e-12)) / 3  # p = 0 counts as 1e-12: finite
+    assert result.nll(labels) == pytest.approx(zero)
+
+
+def test_combined_names_and_multi_scale_settings_pass_through():
+    model, images = _sensitive_model(), _images()
+    a, b = dense_evaluation(model, images, 20), dense_evaluation(model, images, 24)
+    assert combine_evaluations(a, b).method == "dense Q=20 + dense Q=24"
+    plain = multi_scale_evaluation(model, images, (20, 24), flip=False)
+    assert plain.method == "dense, Q in {20, 24}"
+    assert plain.views == 2  # one unflipped view per scale
+    expected = (
+        dense_evaluation(model, images, 20, flip=False).probs
+        + dense_evaluation(model, images, 24, flip=False).probs
+    ) / 2
+    torch.testing.assert_close(plain.probs, expected)
+    flipped = combine_evaluations(a, b).probs
+    assert (plain.probs - flipped).abs().max() > 1e-3  # the flip matters here
+
+
+def test_rescale_antialiases_when_it_shrinks():
+    """A one-pixel checkerboard shrunk to 40/96 is a flat grey with antialiasing; plain bilinear
+    sampling leaves a moiré of +-0.3."""
+    i = torch.arange(96)
+    board = ((i[:, None] + i[None, :]) % 2).float().expand(1, 3, 96, 96)
+    small = rescale(board, 40)
+    assert small.shape == (1, 3, 40, 40) and (small - 0.5).abs().max() < 0.05
+
+
+def test_evaluation_table_passes_every_setting_and_reports_in_its_units():
+    model = _sensitive_model()
+    data = ImageTensors(_images(4), torch.tensor([0, 1, 2, 3]), [f"class {k}" for k in range(5)])
+
+    def prep(x):
+        return 2 * x - 1
+
+    table, results = evaluation_table(
+        model, data, (20, 24), single_scale=24, preprocess=prep, grid=2, top5=True
+    )
+    crops = multi_crop_evaluation(model, data, 24, preprocess=prep, grid=2)
+    torch.testing.assert_close(results["multi-crop, Q = 24"].probs, crops.probs)
+    assert (crops.probs - multi_crop_evaluation(model, data, 24, grid=2).probs).abs().max() > 1e-3
+    assert table["views / image"].tolist() == [2, 8, 10, 4, 16, 20]  # 2x2 crops x 2 flips per scale
+    assert (table["top-1 error %"] > 0).all()
+    assert (table["top-5 error %"] == 0).all()  # 5 classes: the true one is always in the top 5
+    for row, r in zip(table.itertuples(index=False), results.values(), strict=True):
+        gmacs = row[table.columns.get_loc("GMACs / image")]
+        assert r.macs_per_image > 0 and gmacs * 1e9 == pytest.approx(r.macs_per_image, rel=1e-12)

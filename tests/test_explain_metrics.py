@@ -1,6 +1,7 @@
 """Measuring explanations: the pointing game on known answers, deletion/insertion curves, the
 randomisation sanity check, and the two claims notebook 07 makes on the shapes96 course model."""
 
+import copy
 import math
 
 import pytest
@@ -16,6 +17,7 @@ from vgg_utils.explain_metrics import (
     pixel_order,
     pointing_game,
     randomisation_stages,
+    randomise,
     rank_correlation,
     sanity_check,
 )
@@ -237,3 +239,112 @@ def test_explanation_table_has_one_row_per_method(shapes96):
     assert list(table.columns) == ["pointing", "on_object", "energy", "deletion_auc", "insertion_auc"]
     assert curves["centre"]["deletion"].probs.shape == (4, 5)
     assert table.loc["grad-cam", "deletion_auc"] == pytest.approx(curves["grad-cam"]["deletion"].mean_auc)
+
+
+# --- defaults, argument passing and edge cases ---------------------------------------------------
+
+one_thread = pytest.mark.usefixtures("one_thread")  # conftest.py: small tensors, one thread
+
+
+@one_thread
+def test_energy_of_a_faint_map_is_its_share_on_the_object():
+    # Peaks of 0.5 and 1 on the object: the first map sums to only 0.5.
+    maps = peak_maps([(3, 3), (3, 3)], 8) * torch.tensor([0.5, 1.0])[:, None, None]
+    maps[1, 6, 6] = 0.25  # a quarter of the second map's peak lies off the object
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[:, 2:5, 2:5] = True
+    energy = pointing_game(maps, torch.tensor([[2, 2, 5, 5]] * 2), masks=masks).energy
+    assert torch.allclose(energy, torch.tensor([1.0, 0.8])), "how faint a map is does not matter"
+
+
+@one_thread
+def test_pointing_game_does_not_depend_on_the_boxes_dtype():
+    """Boxes as a list, a float32 tensor or a float64 (numpy-made) tensor give the same answer, even
+    at a tolerance between the float32 and the float64 distance from (10.5, 10.5) to the box."""
+    maps = peak_maps([(10, 10)])
+    box = [[0.0, 0.0, 8.1, 8.3]]
+    tolerance = 3.2557639  # float32 distance 3.25576377, float64 distance 3.25576412
+    answers = {
+        str(kind): pointing_game(maps, kind, tolerance=tolerance).hits.item()
+        for kind in (box, torch.tensor(box), torch.tensor(box, dtype=torch.float64))
+    }
+    assert len(set(answers.values())) == 1, answers
+
+
+@one_thread
+def test_deletion_and_insertion_break_ties_with_seed_0_by_default():
+    x = torch.full((1, 1, 16, 16), 0.5)
+    flat = torch.zeros(1, 16, 16)  # every pixel tied: only the seed decides the order
+    for curve in (deletion_curve, insertion_curve):
+        default = curve(CornerModel(), x, flat, class_idx=0, steps=8, baseline=0.0)
+        assert torch.equal(
+            default.probs,
+            curve(CornerModel(), x, flat, class_idx=0, steps=8, baseline=0.0, seed=0).probs,
+        )
+        other = curve(CornerModel(), x, flat, class_idx=0, steps=8, baseline=0.0, seed=1)
+        assert not torch.equal(default.probs, other.probs), "the seed matters for a flat map"
+
+
+@one_thread
+def test_explanation_table_passes_class_and_tolerance_on():
+    """``class_idx`` reaches both curves (class 1 is not the predicted one) and ``tolerance``
+    reaches the pointing game (the peak is 1.5 pixels left of the box: a miss at the default
+    15 * 16 / 224 = 1.07 pixels, a hit at 2)."""
+    x = torch.full((2, 1, 16, 16), 0.5)
+    maps = {"corner": peak_maps([(5, 5), (5, 5)], 16)}
+    boxes = torch.tensor([[7, 0, 16, 16]] * 2)
+    table, curves = explanation_table(CornerModel(), x, maps, boxes, class_idx=1, tolerance=2)
+    default, _ = explanation_table(CornerModel(), x, maps, boxes, class_idx=1)
+    assert table.loc["corner", "pointing"] == 1 and default.loc["corner", "pointing"] == 0
+    for kind, curve in (("deletion", deletion_curve), ("insertion", insertion_curve)):
+        expected = curve(CornerModel(), x, maps["corner"], class_idx=1)
+        assert torch.equal(curves["corner"][kind].probs, expected.probs), kind
+
+
+@one_thread
+def test_rank_correlation_of_one_image_ignores_the_others():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 5, 5, generator=gen), torch.rand(3, 5, 5, generator=gen)
+    broken = a.clone()
+    broken[0, 2, 2] = math.nan  # a method that divided by zero on image 0
+    assert torch.equal(rank_correlation(broken, b)[1:], rank_correlation(a[1:], b[1:]))
+
+
+@one_thread
+def test_sanity_check_cascade_can_be_redone_by_hand():
+    """Exercise 4 of notebook 07, for two stages: stage k re-initialises its layers with
+    ``seed + k`` on top of the stages before it (FC8 with ``seed``, then FC7 with ``seed + 1``)."""
+    torch.manual_seed(0)
+    model = build_vgg("A", 5, batch_norm=True, width=1 / 16, input_size=32, fc_width=32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    result = sanity_check(model, x, ["gradient"], seed=5)
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    by_hand = copy.deepcopy(model)
+    for k, (stage, paths) in enumerate(randomisation_stages(model)[:2]):
+        randomise(by_hand, paths, seed=5 + k)
+        assert torch.equal(
+            result.maps["gradient"][stage], saliency(by_hand, x, class_idx=target)
+        ), stage
+
+
+@one_thread
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_randomise_leaves_the_global_random_state_alone(device):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device: randomise must also restore the GPU's random state")
+    model = build_vgg("A", 5, batch_norm=True, width=1 / 16, input_size=32, fc_width=32).to(device)
+    cpu_state = torch.get_rng_state()
+    gpu_state = torch.cuda.get_rng_state(device) if device == "cuda" else None
+    _, paths = randomisation_stages(model)[3]  # block 5: convs and batch norms
+    randomise(model, paths, seed=3)
+    assert torch.equal(torch.get_rng_state(), cpu_state)
+    if gpu_state is not None:
+        assert torch.equal(torch.cuda.get_rng_state(device), gpu_state), (
+            "the GPU's random state is untouched"
+        )
+    again = build_vgg("A", 5, batch_norm=True, width=1 / 16, input_size=32, fc_width=32).to(device)
+    randomise(again, paths, seed=3)
+    assert torch.equal(
+        model.get_submodule(paths[0]).weight, again.get_submodule(paths[0]).weight
+    ), "seeded"

@@ -1,6 +1,7 @@
 """Explanation methods: shapes and ranges, agreement with captum, and a model left exactly as found."""
 
 import copy
+import math
 import warnings
 
 import pytest
@@ -328,3 +329,113 @@ def test_figures_draw_what_they_are_given(images):
     fig = plot_sanity_check(check, shown[0])
     assert len(fig.axes) == 1 + len(check.stages) + 1
     plt.close("all")
+
+
+# --- defaults, costs and messages ----------------------------------------------------------------
+
+one_thread = pytest.mark.usefixtures("one_thread")  # conftest.py: small tensors, one thread
+
+
+@one_thread
+def test_grad_cam_defaults_to_the_last_blocks_relu(images):
+    model = small_vgg()
+    assert default_cam_layer(model) == "relu5_2"  # VGG-A's last block has two convs
+    vgg16 = build_vgg("D", 10, width=0.0625, input_size=32, fc_width=16)
+    assert default_cam_layer(vgg16) == "relu5_3"
+    assert torch.equal(grad_cam(model, images), grad_cam(model, images, target_layer="relu5_2"))
+
+
+@one_thread
+def test_documented_defaults_of_occlusion_and_smoothgrad(images):
+    """Defaults are part of the calling convention the notebook relies on: occlusion slides a
+    16-pixel window by 8 pixels (captum's windows, as in ``test_occlusion_matches_captum``);
+    SmoothGrad draws its noise with seed 0."""
+    model = small_vgg()
+    target = _targets(model, images)
+    attr = captum_attr.Occlusion(model).attribute(
+        images, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), target=target, baselines=0.0
+    )
+    assert torch.allclose(
+        occlusion(model, images), normalise(attr[:, 0].clamp(min=0)), atol=TOL, rtol=0
+    )
+    assert torch.equal(
+        smoothgrad(model, images, samples=2), smoothgrad(model, images, samples=2, seed=0)
+    )
+
+
+class _CountImages:
+    """A forward hook that counts the images the model is run on."""
+
+    def __init__(self, model):
+        self.images = self.calls = 0
+        self.handle = model.register_forward_hook(self)
+
+    def __call__(self, module, inputs, output):
+        self.calls += 1
+        self.images += len(inputs[0])
+
+
+@one_thread
+def test_each_method_runs_the_model_no_more_than_it_needs(images):
+    """Grad-CAM needs one forward pass (the predicted class comes from the same scores);
+    occlusion one clean pass plus one per window per image, in as few calls as ``batch_size``
+    allows, whatever the windows' overlap."""
+    model = small_vgg()
+    counter = _CountImages(model)
+    try:
+        grad_cam(model, images)
+        assert (counter.calls, counter.images) == (1, 4)
+        counter.calls = counter.images = 0
+        windows = len(window_starts(32, 12, 5)) ** 2  # 36 overlapping windows
+        # 16 windows of 4 images a call: 3 calls after the clean pass
+        occlusion(model, images, window=12, stride=5, batch_size=64)
+        assert counter.images == 4 * (1 + windows) and counter.calls == 1 + math.ceil(windows / 16)
+    finally:
+        counter.handle.remove()
+
+
+@one_thread
+def test_occlusion_with_overlapping_windows_in_large_batches_matches_captum(images):
+    model = small_vgg()
+    target = _targets(model, images)
+    attr = captum_attr.Occlusion(model).attribute(
+        images,
+        sliding_window_shapes=(3, 12, 12),
+        strides=(3, 5, 5),
+        target=target,
+        baselines=0.0,
+        perturbations_per_eval=36,
+    )
+    ours = occlusion(model, images, window=12, stride=5, batch_size=64)
+    assert torch.allclose(ours, normalise(attr[:, 0].clamp(min=0)), atol=TOL, rtol=0)
+
+
+class _PixelSum(nn.Module):
+    """Two logits: +/- the sum of all pixels, so a window's drop is its pixels' excess over the baseline."""
+
+    def forward(self, x):
+        s = x.sum(dim=(1, 2, 3))
+        return torch.stack([s, -s], 1)
+
+
+@one_thread
+def test_a_number_as_occlusion_baseline_is_used_exactly_in_double_precision():
+    x = torch.full((1, 1, 16, 16), 0.1 + 1e-9, dtype=torch.float64)
+    maps = occlusion(_PixelSum(), x, class_idx=0, window=8, stride=8, baseline=0.1)
+    assert torch.allclose(maps, torch.ones_like(maps), atol=1e-4), (
+        "every window hides pixels 1e-9 above a baseline of 0.1: a positive drop"
+    )
+
+
+@one_thread
+def test_errors_name_what_was_given_and_what_is_valid(images):
+    model = small_vgg()
+    with pytest.raises(ValueError, match=r"must be a batch \(N, C, H, W\) .*got \(3, 32, 32\)"):
+        saliency(model, images[0])
+    with pytest.raises(ValueError, match=r"paper name \(conv1_1, .*, fc8\)"):
+        resolve_layer(model, "conv9_9")
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())  # no paper names to offer
+    with pytest.raises(ValueError) as err:
+        resolve_layer(plain, "conv1_1")
+    expected = "unknown layer 'conv1_1'; use a paper name () or a module path such as 'features.0'"
+    assert str(err.value) == expected

@@ -3,6 +3,7 @@ scanners and operating systems leave them, and a model whose head does not fit t
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -87,7 +88,9 @@ def test_a_class_left_without_readable_images_is_an_error(tmp_path):
     (tmp_path / "broken").mkdir()
     _solid((9, 9, 9)).save(tmp_path / "ok" / "a.png")
     (tmp_path / "broken" / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 half a header")
-    with pytest.raises(ValueError, match=r"no readable image left for class\(es\) \['broken'\].*broken/a.jpg"):
+    with pytest.raises(
+        ValueError, match=r"no readable image left for class\(es\) \['broken'\].*broken/a.jpg"
+    ):
         _load(tmp_path, progress=False)
     (tmp_path / "broken" / "a.jpg").unlink()
     (tmp_path / "broken" / ".hidden.jpg").write_bytes(b"")
@@ -100,7 +103,9 @@ def test_a_class_left_without_readable_images_is_an_error(tmp_path):
 def test_modes_become_rgb_as_a_viewer_shows_them(tmp_path):
     (tmp_path / "x").mkdir()
     _solid(77, mode="L").save(tmp_path / "x" / "gray.png")
-    Image.fromarray(np.full((16, 24), 40_000, dtype=np.uint16)).save(tmp_path / "x" / "deep.png")  # 16-bit
+    Image.fromarray(np.full((16, 24), 40_000, dtype=np.uint16)).save(
+        tmp_path / "x" / "deep.png"
+    )  # 16-bit
     _solid((0, 0, 0, 255), mode="CMYK").save(tmp_path / "x" / "cmyk.jpg", quality=95)  # black ink
     rgba = _solid((255, 0, 0, 255), mode="RGBA")
     rgba.paste((0, 0, 0, 0), (0, 0, 12, 16))  # left half fully transparent (stored as black)
@@ -114,7 +119,9 @@ def test_modes_become_rgb_as_a_viewer_shows_them(tmp_path):
     images = dict(zip(["cmyk", "deep", "gray", "logo", "palette"], data.images, strict=True))
     assert all(im.shape == (3, 16, 24) and im.dtype == torch.uint8 for im in images.values())
     assert images["gray"].unique().tolist() == [77]  # the same gray in R, G and B
-    assert images["deep"].unique().tolist() == [round(40_000 / 257)]  # 16 bits scaled, not clipped at 255
+    assert images["deep"].unique().tolist() == [
+        round(40_000 / 257)
+    ]  # 16 bits scaled, not clipped at 255
     assert images["cmyk"].float().mean() < 20  # black ink stays black
     logo = images["logo"]
     assert (logo[:, :, :12] == 255).all()  # transparent over white, not black
@@ -144,7 +151,9 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
     }[orientation]  # fmt: skip
     assert tuple(image.shape[1:]) == shape
     assert where.float().mean() > 0.95 and red.float().mean() < 0.3
-    assert image_files.image_header_size(tmp_path / "phone" / "IMG_1234.JPG") == shape  # estimate agrees
+    assert (
+        image_files.image_header_size(tmp_path / "phone" / "IMG_1234.JPG") == shape
+    )  # estimate agrees
 
 
 def test_sizes_and_reasons_read_as_a_person_writes_them(tmp_path):
@@ -152,7 +161,9 @@ def test_sizes_and_reasons_read_as_a_person_writes_them(tmp_path):
     assert [fmt(n) for n in (999, 1000, 1500, 999_999, 10**6, 2.5e9, 1e9)] == [
         "999 B", "1.0 kB", "1.5 kB", "1000.0 kB", "1.0 MB", "2.5 GB", "1.0 GB"]  # fmt: skip
     (tmp_path / "k").mkdir()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+        tmp_path / "a.png"
+    )
     (tmp_path / "k" / "a.png").write_bytes((tmp_path / "a.png").read_bytes()[:3000])  # cut short
     (tmp_path / "k" / "b.txt").write_text("hello")
     _solid((1, 2, 3)).save(tmp_path / "k" / "c.png")
@@ -193,7 +204,10 @@ def test_memory_estimate_stops_a_folder_that_does_not_fit(tmp_path, monkeypatch)
     decoded = []
     monkeypatch.setattr(image_files, "read_image", lambda *a, **k: decoded.append(a) or 1 / 0)
     monkeypatch.setattr(image_files, "available_memory", lambda: needed - 1)
-    with pytest.raises(MemoryError, match=rf"5 images of 20x30 take {needed / 1e3:.1f} kB .* more than the .* available; pass a smaller image_size"):
+    with pytest.raises(
+        MemoryError,
+        match=rf"5 images of 20x30 take {needed / 1e3:.1f} kB .* more than the .* available; pass a smaller image_size",
+    ):
         _load(tmp_path, progress=False)
     with pytest.raises(MemoryError, match=rf"take {5 * 3 * 224 * 224 / 1e3:.1f} kB"):
         _load(tmp_path, image_size=224, progress=False)
@@ -215,6 +229,7 @@ def test_progress_bar_names_the_folder(tmp_path, capsys, monkeypatch):
     vgg_utils.load_image_folder(tmp_path)
     err = capsys.readouterr().err
     assert f"loading {tmp_path.name}" in err and "3/3" in err and "100%" in err
+    assert re.search(r"[\d?](image/s|s/image)\]", err), err  # counts images, not "it"
 
 
 def test_a_random_subset_with_an_unreadable_file(messy_folder):
@@ -234,6 +249,145 @@ def test_a_random_subset_with_an_unreadable_file(messy_folder):
     assert len(outcomes) >= 2  # the seeds drew different mixes
 
 
+def test_black_stays_black_and_deep_values_are_scaled_in_every_integer_or_float_mode(tmp_path):
+    """16-bit PNGs and 32-bit float TIFFs (microscopes, scientific cameras) hold 0-65535: black
+    must stay 0 and mid-gray must become 128, not clip to white."""
+    (tmp_path / "x").mkdir()
+    deep = np.zeros((16, 24), dtype=np.uint16)
+    deep[:, 12:] = 65535
+    Image.fromarray(deep).save(tmp_path / "x" / "a_deep.png")
+    depth = np.zeros((16, 24), dtype=np.float32)
+    depth[:, 12:] = 128 * 257.0
+    Image.fromarray(depth, mode="F").save(tmp_path / "x" / "b_float.tif")
+    assert Image.open(tmp_path / "x" / "b_float.tif").mode == "F"
+    data, caught = _load(tmp_path, progress=False)
+    assert not caught
+    deep_rgb, float_rgb = data.images
+    assert deep_rgb[:, :, :12].unique().tolist() == [0] and deep_rgb[
+        :, :, 12:
+    ].unique().tolist() == [255]
+    assert float_rgb[:, :, :12].unique().tolist() == [0] and float_rgb[
+        :, :, 12:
+    ].unique().tolist() == [128]
+
+
+def _associated_alpha_tiff(image: Image.Image) -> bytes:
+    """An ``LA`` image saved as a TIFF whose alpha is marked "associated" (premultiplied), as some
+    scanners and compositing programs write it; Pillow opens such a file in mode ``La``."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, "TIFF")
+    unassociated = (
+        b"\x52\x01\x03\x00\x01\x00\x00\x00\x02\x00"  # ExtraSamples (338) = 2, little-endian
+    )
+    assert buffer.getvalue().count(unassociated) == 1
+    return buffer.getvalue().replace(unassociated, unassociated[:-2] + b"\x01\x00")
+
+
+def test_transparent_palette_and_premultiplied_pixels_show_over_white(tmp_path):
+    (tmp_path / "x").mkdir()
+    palette = _solid(1, mode="P")
+    palette.putpalette([0, 0, 0] + [10, 200, 10])
+    palette.paste(0, (0, 0, 12, 16))  # left half: palette entry 0, black but transparent
+    palette.save(tmp_path / "x" / "a_icon.png", transparency=0)
+    assert Image.open(tmp_path / "x" / "a_icon.png").info["transparency"] == 0
+    gray = _solid((77, 255), mode="LA")
+    gray.paste((0, 0), (0, 0, 12, 16))  # left half fully transparent
+    (tmp_path / "x" / "b_scan.tif").write_bytes(_associated_alpha_tiff(gray))
+    assert Image.open(tmp_path / "x" / "b_scan.tif").mode == "La"
+    data, caught = _load(tmp_path, progress=False)
+    assert not caught, [str(w.message) for w in caught]
+    icon, scan = data.images
+    assert (icon[:, :, :12] == 255).all() and (scan[:, :, :12] == 255).all()  # white, not black
+    assert icon[:, :, 12:].float().mean(dim=(1, 2)).tolist() == [10.0, 200.0, 10.0]
+    assert scan[:, :, 12:].unique().tolist() == [77]
+
+
+def test_fine_detail_is_smoothed_when_shrinking_not_aliased(tmp_path):
+    """A 1-pixel checkerboard shrunk 3x is an even gray (antialiased), not a coarser checkerboard."""
+    (tmp_path / "k").mkdir()
+    board = (np.indices((48, 48)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    Image.fromarray(board).save(tmp_path / "k" / "board.png")
+    small = _load(tmp_path, image_size=16, progress=False)[0].images[0].float()
+    assert small.shape == (3, 16, 16)
+    assert abs(small.mean() - 127.5) < 10 and small.std() < 20
+
+
+def test_available_memory_without_psutil_reads_proc_meminfo(monkeypatch):
+    import io
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setitem(sys.modules, "psutil", None)  # "import psutil" now raises ImportError
+    if Path("/proc/meminfo").is_file():  # Linux: a real reading, in bytes
+        free = image_files.available_memory()
+        assert isinstance(free, int) and 2**20 < free < 2**50
+    meminfo = (
+        "MemTotal:        8000000 kB\nMemFree:          500000 kB\nMemAvailable:    3000000 kB\n"
+    )
+    monkeypatch.setattr(image_files, "open", lambda *a, **k: io.StringIO(meminfo), raising=False)
+    assert image_files.available_memory() == 3_000_000 * 1024
+
+    def no_proc(*args, **kwargs):
+        raise FileNotFoundError("/proc/meminfo")  # macOS, Windows
+
+    monkeypatch.setattr(image_files, "open", no_proc, raising=False)
+    assert image_files.available_memory() is None
+
+
+def test_a_folder_of_only_unreadable_files(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.jpg").write_text("not an image")
+    with pytest.raises(ValueError, match=r"no readable image left for class\(es\) \['a', 'b'\]"):
+        _load(tmp_path, progress=False)
+    files = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg"]
+    for size, shape in ((None, (0, 3, 1, 1)), (16, (0, 3, 16, 16))):
+        out, skipped = image_files.decode_all(files, tmp_path, size, progress=False)
+        assert tuple(out.shape) == shape and out.dtype == torch.uint8  # no image comes back
+        assert skipped == {0: "not an image Pillow can read", 1: "not an image Pillow can read"}
+
+
+def test_the_suggested_image_size_is_one_the_loader_accepts(tmp_path, monkeypatch):
+    import ast
+    import re
+
+    (tmp_path / "a").mkdir()
+    for i in range(2):
+        _solid((i, i, i), (30, 20)).save(tmp_path / "a" / f"{i}.png")
+    monkeypatch.setattr(image_files, "available_memory", lambda: 2 * 3 * 200 * 200)
+    with pytest.raises(MemoryError) as err:
+        _load(tmp_path, image_size=224, progress=False)
+    suggestion = re.search(r"\(e\.g\. image_size=([^)]+)\)", str(err.value)).group(1)
+    assert suggestion == "112"
+    data, _ = _load(tmp_path, image_size=ast.literal_eval(suggestion), progress=False)  # it fits
+    assert data.images.shape == (2, 3, 112, 112)
+
+
+def test_images_of_different_sizes_are_named_with_both_sizes(tmp_path):
+    (tmp_path / "a").mkdir()
+    _solid((1, 1, 1), (30, 20)).save(tmp_path / "a" / "0.png")  # 20 high, 30 wide
+    _solid((1, 1, 1), (24, 16)).save(tmp_path / "a" / "1.png")
+    with pytest.raises(
+        ValueError, match=r"differ in size \(20x30 and 16x24 in a/1\.png\); pass image_size"
+    ):
+        _load(tmp_path, progress=False)
+
+
+def test_a_folder_without_class_folders_says_what_it_found(tmp_path):
+    (tmp_path / "IMG_1.jpg").write_bytes(b"")
+    (tmp_path / "IMG_2.jpg").write_bytes(b"")
+    (tmp_path / ".DS_Store").write_bytes(b"")
+    with pytest.raises(
+        FileNotFoundError, match=r"has no class folders \(found \['IMG_1.jpg', 'IMG_2.jpg'\]\)"
+    ):
+        image_files.list_image_files(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"has no class folders \(found nothing\)"):
+        image_files.list_image_files(tmp_path / "empty")
+
+
 # --- the model's head and the data's classes ---------------------------------------------------
 
 
@@ -251,12 +405,17 @@ def _model(num_classes: int) -> vgg_utils.VGG:
 def test_train_says_what_to_do_when_the_head_does_not_fit(ten_classes, outputs):
     model = _model(outputs)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match=rf"model outputs {outputs} class scores but the data has 10 classes"
-                       r" \(circle, square, triangle, star, \.\.\.\).*num_classes=10.*replace_head\(model, 10\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"model outputs {outputs} class scores but the data has 10 classes"
+        r" \(circle, square, triangle, star, \.\.\.\).*num_classes=10.*replace_head\(model, 10\)",
+    ):
         vgg_utils.train(model, ten_classes, epochs=1, batch_size=32, device="cpu", progress=False)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing trained
     for check in (vgg_utils.evaluate, vgg_utils.confusion_matrix):
-        with pytest.raises(ValueError, match=rf"{check.__name__}: the model outputs {outputs}.*replace_head"):
+        with pytest.raises(
+            ValueError, match=rf"{check.__name__}: the model outputs {outputs}.*replace_head"
+        ):
             check(model, ten_classes)
     assert vgg_utils.predict(model, ten_classes).shape == (64, outputs)  # scores are still scores
 
@@ -272,4 +431,6 @@ def test_head_check_accepts_what_fits(ten_classes):
         vgg_utils.evaluate(_model(5), (images, labels))
     four = ShapesDataset(40, 32, num_classes=4, dtype=torch.uint8)
     with pytest.raises(ValueError, match="train_data has 10 classes but test_data has 4"):
-        vgg_utils.train(model, ten_classes, four, epochs=1, batch_size=32, device="cpu", progress=False)
+        vgg_utils.train(
+            model, ten_classes, four, epochs=1, batch_size=32, device="cpu", progress=False
+        )

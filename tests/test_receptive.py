@@ -365,3 +365,96 @@ def test_compose_kernels_errors_say_what_was_given():
         compose_kernels(torch.ones(3, 3), torch.ones(1, 1, 3, 3))
     with pytest.raises(ValueError, match=r"k2 takes 3 input channels but k1 produces 2"):
         compose_kernels(torch.ones(2, 1, 3, 3), torch.ones(4, 3, 5, 5))
+
+
+# Surviving mutants of receptive_measured (mutation/README.md).
+
+
+def test_a_vgg_layer_can_be_named_by_the_module_path_its_table_shows():
+    # receptive_field_table(model) lists a VGG's layers as features.N; the measured fields take
+    # those paths too (they were once looked up among model.features' own paths, "N").
+    model = build_vgg("A", width=0.0625).train()
+    path = receptive_field_table(model, (3, 32, 32)).set_index("layer").loc["conv2_1", "module"]
+    assert path == "features.3"
+    by_path = empirical_receptive_field(model, path, (3, 32, 32))
+    assert by_path.layer == "conv2_1"
+    by_name = empirical_receptive_field(model, "conv2_1", (3, 32, 32))
+    assert (by_path.rows, by_path.cols) == (by_name.rows, by_name.cols)
+    (erf,) = effective_receptive_fields(model, [path], (3, 32, 32), n_samples=1)
+    assert erf.layer == "conv2_1" and erf.rf == 8
+    assert all(m.training for m in model.modules())  # every module's own mode is given back
+
+
+def test_measured_fields_refuse_bad_arguments_saying_what_is_valid():
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.ReLU())  # conv1_1 (7x7 on a 9x9 input), relu1_1
+    with pytest.raises(
+        TypeError, match=r"^gradients need real weights: pass a model \(e\.g\. build_vgg"
+    ):
+        empirical_receptive_field("D", "conv1_1")
+    with pytest.raises(
+        TypeError, match=r"^layers is a list of layer names, e\.g\. \['conv1_2', 'conv5_3'\]$"
+    ):
+        effective_receptive_fields(net, "conv1_1", (1, 9, 9))
+    for unit in ((7, 0), (0, 7), (-1, 3)):
+        with pytest.raises(
+            ValueError, match=rf"unit \({unit[0]}, {unit[1]}\) is outside conv1_1's 7x7 output"
+        ):
+            empirical_receptive_field(net, "conv1_1", (1, 9, 9), unit=unit)
+    # Negative rows count from the end, as in a list: -2 is the first of two rows, -3 is refused.
+    assert empirical_receptive_field(net, -2, (1, 9, 9)).layer == "conv1_1"
+    assert effective_receptive_fields(net, [-2], (1, 9, 9), n_samples=1)[0].layer == "conv1_1"
+    with pytest.raises(ValueError, match=r"layer index -3 is out of range for 2 layers"):
+        empirical_receptive_field(net, -3, (1, 9, 9))
+    nn.init.ones_(net[0].weight)
+    nn.init.zeros_(net[0].bias)
+    with pytest.raises(
+        ValueError, match=r"of relu1_1 is zero everywhere \(all its ReLUs are off for this input\)"
+    ):
+        empirical_receptive_field(net, "relu1_1", x=-torch.ones(1, 9, 9))
+
+
+def test_fields_of_a_network_without_parameters():
+    # Two 2x2 average pools: the centre unit (1, 1) of the second averages input rows/cols 4..7
+    # evenly, so its map is 1/16 there and sigma is that of a uniform step over 4 pixels.
+    net = nn.Sequential(nn.AvgPool2d(2), nn.AvgPool2d(2))
+    (erf,) = effective_receptive_fields(net, ["pool2"], (1, 16, 16), n_samples=2)
+    expected = torch.zeros(16, 16)
+    expected[4:8, 4:8] = 1 / 16
+    assert erf.rf == 4 and torch.allclose(erf.map, expected)
+    assert math.isclose(erf.sigma, math.sqrt(1.25), rel_tol=1e-6)
+    e = empirical_receptive_field(net, "pool2", (1, 16, 16))
+    assert e.matches_theory and e.rows == e.cols == (4, 7)
+
+
+def test_erf_sigma_and_summary_on_a_wide_image():
+    # All-ones 3x3 convs on a 21x41 image: each axis is a binomial-like spread of variance 2n/3
+    # (see the test above), whatever the image's aspect; summary() rounds what it shows, no more.
+    convs = [nn.Conv2d(1, 1, 3, padding=1, bias=False) for _ in range(6)]
+    for conv in convs:
+        nn.init.ones_(conv.weight)
+    erfs = effective_receptive_fields(
+        nn.Sequential(*convs), ["conv1_2", "conv1_6"], (1, 21, 41), n_samples=1
+    )
+    assert [e.unit for e in erfs] == [(10, 20)] * 2 and erfs[0].map.shape == (21, 41)
+    assert [e.summary() for e in erfs] == [
+        {
+            "layer": "conv1_2",
+            "rf": 5,
+            "erf_95%": 5,
+            "erf_50%": 3,
+            "sigma": 1.15,
+            "ratio": 1.0,
+            "clipped": False,
+        },
+        # 13 taps of (1 + x + x^2)^6 / 729: +-4 holds (715/729)^2 = 96%, +-2 holds (573/729)^2 = 62%
+        {
+            "layer": "conv1_6",
+            "rf": 13,
+            "erf_95%": 9,
+            "erf_50%": 5,
+            "sigma": 2.0,
+            "ratio": 0.692,
+            "clipped": False,
+        },
+    ]
+    assert math.isclose(erfs[0].sigma, math.sqrt(4 / 3), rel_tol=1e-6)

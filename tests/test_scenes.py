@@ -96,3 +96,69 @@ def test_shapes96_score_maps_point_at_the_shapes():
     assert hit >= 0.65, f"pointing rate {hit:.0%}"
     assert hit - baseline >= 0.5, f"pointing rate {hit:.0%} vs centre baseline {baseline:.0%}"
     assert result["reachable"].mean() >= hit
+
+
+# --- boundaries, colours and the exact scenes notebook 05 shows ------------------------------------
+
+one_thread = pytest.mark.usefixtures("one_thread")  # conftest.py: small tensors, one thread
+
+
+@one_thread
+def test_the_documented_limits_are_allowed():
+    """The smallest canvas (64), one shape a scene and a radius of half the canvas are all valid:
+    a circle that large then touches all four edges (its box is the whole canvas)."""
+    scenes = ShapeScenes(4, 64, shapes=(1, 1), radius=(32, 32), num_classes=2)
+    assert [len(labels) for labels in scenes.labels] == [1, 1, 1, 1]
+    circles = [i for i, labels in enumerate(scenes.labels) if labels.item() == 0]
+    assert circles, "one of scenes 0-3 of seed 0 holds a circle"
+    for i in circles:
+        assert scenes.boxes[i].tolist() == [[0, 0, 64, 64]]
+        assert scenes.masks[i][0, 32].all() and scenes.masks[i][0, :, 32].all(), "edge to edge"
+    with pytest.raises(ValueError, match="at least 64 pixels"):
+        ShapeScenes(1, (64, 63))
+
+
+@one_thread
+def test_scenes_are_light_on_dark_or_dark_on_light_like_the_dataset():
+    scenes = ShapeScenes(8, 96, seed=0)
+    light = []
+    for image, masks in zip(scenes.images, scenes.masks, strict=True):
+        on_shape = masks.any(0)
+        background, shapes = image[:, ~on_shape].mean().item(), image[:, on_shape].mean().item()
+        light.append(background > 0.5)
+        assert (shapes < background) == light[-1], "the shapes contrast with their background"
+    assert 0 < sum(light) < len(light), f"both kinds among 8 scenes; light backgrounds: {light}"
+
+
+@one_thread
+def test_pointing_game_reports_each_shapes_peak_and_whether_it_hit():
+    torch.manual_seed(0)
+    model = build_vgg("A", 4, width=0.0625, fc_width=16, input_size=64).eval()
+    scenes = ShapeScenes(2, 128, num_classes=4, seed=0)
+    result = score_map_pointing_game(model, scenes)
+    assert list(result.columns) == [
+        "scene", "label", "class", "box", "peak_x", "peak_y", "hit", "reachable", "centre_hit",
+    ]  # fmt: skip
+    maps, ys, xs = score_maps(model, scenes.images)
+    for row in result.itertuples():
+        peak = maps[row.scene, row.label]
+        iy, ix = divmod(int(peak.argmax()), peak.shape[-1])
+        assert (row.peak_y, row.peak_x) == (ys[iy].item(), xs[ix].item())
+        x0, y0, x1, y1 = row.box
+        assert row.hit == (x0 <= row.peak_x < x1 and y0 <= row.peak_y < y1)
+
+
+@one_thread
+def test_notebook_05s_example_scenes_stay_the_same():
+    """``ShapeScenes(2, (192, 256), seed=0)`` is the figure notebook 05 shows and explains: its
+    shapes, their boxes and their shading (scene 0's cross is lit from above) are pinned, so a
+    change to how scenes are drawn cannot pass unnoticed (values measured when this was written)."""
+    scenes = ShapeScenes(2, (192, 256), seed=0, split="test")
+    assert [labels.tolist() for labels in scenes.labels] == [[4, 2], [2, 3, 8, 5]]
+    assert [boxes.long().tolist() for boxes in scenes.boxes] == [
+        [[77, 17, 144, 83], [75, 96, 103, 124]],
+        [[125, 30, 157, 64], [100, 102, 134, 135], [194, 29, 243, 58], [24, 87, 86, 148]],
+    ]
+    top, bottom = scenes.images[0, :, 34, 110], scenes.images[0, :, 66, 110]
+    assert torch.allclose(top, torch.tensor([0.8272, 0.7381, 0.7887]), atol=1e-3)
+    assert torch.allclose(bottom, torch.tensor([0.7357, 0.6564, 0.7014]), atol=1e-3)

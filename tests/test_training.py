@@ -558,3 +558,94 @@ def test_channels_last_converts_the_weights_too(tiny_data):
                     channels_last=True, progress=False)  # fmt: skip
     conv = model.features[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+
+def test_a_checkpoint_goes_into_a_folder_that_does_not_exist_yet(tiny_data, tmp_path):
+    path = tmp_path / "runs" / "monday" / "run.pt"
+    _fit(tiny_data[0], checkpoint=path)
+    assert vgg_utils.load_checkpoint(path)["epoch"] == 1
+
+
+def test_an_unreadable_checkpoint_says_why_and_what_to_do(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(Exception) as raw:
+        torch.load(garbage, weights_only=True)
+    cause = f"{type(raw.value).__name__}: {str(raw.value).splitlines()[0][:200]}"
+    with pytest.raises(vgg_utils.CheckpointError) as err:
+        vgg_utils.load_checkpoint(garbage)
+    assert str(err.value) == (
+        f"checkpoint {garbage} is unreadable ({cause}); "
+        "the file is corrupt or not a torch checkpoint: delete it to train from scratch"
+    )
+
+
+def test_an_architecture_mismatch_lists_what_differs_one_line_each(tiny_data, tmp_path):
+    path = tmp_path / "run.pt"
+    train, _ = tiny_data
+    vgg_utils.train(
+        _tiny_model(), train, epochs=1, batch_size=32, device="cpu", checkpoint=path, progress=False
+    )
+    head = f"checkpoint {path} was saved from a different architecture than this model:"
+    hint = "  build the model with the same config/width/batch_norm/head, or delete the file"
+    with pytest.raises(vgg_utils.CheckpointError) as err:
+        vgg_utils.load_checkpoint(path, _tiny_model(width=0.25))
+    lines = str(err.value).split("\n")
+    assert len(lines) == 3 and lines[0] == head and lines[2] == hint
+    count = int(lines[1].split()[0])
+    assert count > 3 and lines[1].startswith(f"  {count} shape mismatches, e.g. ")
+    assert lines[1].count(" vs model ") == 3  # three examples, not all of them
+    longer = _tiny_model()
+    longer.classifier.append(torch.nn.Linear(4, 4))  # only tensors the checkpoint lacks
+    with pytest.raises(vgg_utils.CheckpointError) as err:
+        vgg_utils.load_checkpoint(path, longer)
+    assert str(err.value).split("\n")[1:] == [
+        "  2 tensors missing from the checkpoint, e.g. ['classifier.7.weight', 'classifier.7.bias']",
+        hint,
+    ]
+    shorter = _tiny_model()
+    del shorter.classifier[6]  # only tensors the model lacks
+    with pytest.raises(vgg_utils.CheckpointError) as err:
+        vgg_utils.load_checkpoint(path, shorter)
+    assert str(err.value).split("\n")[1:] == [
+        "  2 tensors the model lacks, e.g. ['classifier.6.weight', 'classifier.6.bias']",
+        hint,
+    ]
+
+
+def test_resume_refusals_say_how_to_go_on(tiny_data, tmp_path):
+    train, _ = tiny_data
+    cycle = tmp_path / "cycle.pt"
+    _fit(train, schedule="onecycle", checkpoint=cycle)
+    with pytest.raises(
+        vgg_utils.CheckpointError,
+        match=r"is a one-cycle run planned for a different number of epochs; a one-cycle schedule cannot be extended: train with the same epochs$",
+    ):
+        _fit(train, schedule="onecycle", checkpoint=cycle, resume=True, epochs=2)
+    with pytest.raises(
+        vgg_utils.CheckpointError,
+        match=r"saved with lr=0\.1 \(now 0\.05\); resume with the same settings, or delete the file to start over$",
+    ):
+        _fit(train, schedule="onecycle", checkpoint=cycle, resume=True, lr=0.05)
+
+
+def test_gpu_and_mps_generators_are_saved_and_restored(tiny_data, tmp_path, monkeypatch):
+    """On a GPU (CUDA or Apple's MPS) dropout draws from the device's generator: a checkpoint must
+    hold its state and resume must put it back. Faked here, since the tests run on CPUs."""
+    cuda, mps = [torch.tensor([1, 2], dtype=torch.uint8)], torch.tensor([3, 4], dtype=torch.uint8)
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: cuda)
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state_all", lambda states: restored.setdefault("cuda", states)
+    )
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: mps)
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda state: restored.setdefault("mps", state))
+    path = tmp_path / "run.pt"
+    _fit(tiny_data[0], checkpoint=path)
+    rng = vgg_utils.load_checkpoint(path)["rng"]
+    assert torch.equal(rng["cuda"][0], cuda[0]) and torch.equal(rng["mps"], mps)
+    _fit(tiny_data[0], checkpoint=path, resume=True, epochs=2)
+    assert list(restored) == ["cuda", "mps"]
+    assert torch.equal(restored["cuda"][0], cuda[0]) and torch.equal(restored["mps"], mps)

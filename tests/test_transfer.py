@@ -324,3 +324,128 @@ def test_cached_features_are_image_tensors():
     feats = cache_features(frozen, data, batch_size=4)
     assert feats.images.shape == (6, 32, 1, 1) and feats.images.dtype == torch.float32
     assert feats.classes == ["a", "b"] and feats.source == "features of zeros"
+
+
+# --- Surviving mutants of transfer (mutation/README.md) --------------------------------------------
+
+
+def test_fine_tune_forwards_rates_preprocessing_and_options_quietly(shapes, capsys):
+    train, test = shapes
+    mean = torch.tensor([0.4, 0.5, 0.45])
+
+    def preprocess(x):
+        return vgg_utils.subtract_mean(vgg_utils.to_float(x), mean)
+
+    base = replace_head(_bn_model(), 4)
+    opts = dict(train="classifier", epochs=1, lr=0.02, batch_size=500, device="cpu", preprocess=preprocess,
+                bf16=False, channels_last=False)  # fmt: skip
+    runs = {}
+    for name, extra in (("cached", {}), ("through", {"cache": False}), ("decay 1", {"decay": 1.0})):
+        runs[name] = copy.deepcopy(base)
+        fine_tune(runs[name], train, test, **opts, **extra)
+    assert capsys.readouterr() == ("", "")  # progress=False by default: no bar, no line
+    # The preprocessing reaches the uncached run too, and decay=1 is one rate for all: same weights.
+    for name in ("through", "decay 1"):
+        for key, value in runs["cached"].state_dict().items():
+            assert torch.allclose(value, runs[name].state_dict()[key], atol=1e-5), (name, key)
+    # Other keywords go to vgg_utils.train, which checks them.
+    with pytest.raises(ValueError, match="schedule"):
+        fine_tune(copy.deepcopy(base), train, **opts, schedule="cosine")
+
+
+def test_transfer_errors_name_the_call_and_what_is_wrong():
+    not_vgg = nn.Linear(3, 4)
+    calls = {
+        "replace_head": lambda m: replace_head(m, 3),
+        "stage_table": stage_table,
+        "freeze": freeze,
+        "split_frozen": split_frozen,
+        "discriminative_param_groups": lambda m: discriminative_param_groups(m, 0.1),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=rf"^{name} expects a VGG \(vgg_utils\.build_vgg"):
+            call(not_vgg)
+    model = build_vgg("A", 4, width=0.125, head="compact")
+    with pytest.raises(
+        ValueError, match=r"^decay must be in \(0, 1\] \(1: one rate for all\); got 0$"
+    ):
+        discriminative_param_groups(model, 0.1, decay=0)
+    for p in model.parameters():  # frozen by hand, past what freeze() would ever do
+        p.requires_grad_(False)
+    with pytest.raises(
+        ValueError,
+        match=r"^every parameter is frozen: nothing to train \(call freeze\(model, train=\.\.\.\)\)$",
+    ):
+        split_frozen(model)
+
+
+def test_freeze_report_share_and_layers_that_have_no_paper_name():
+    with torch.device("meta"):
+        model = build_vgg("D")
+    assert str(freeze(model, "block5")) == (
+        "freeze(train='block5'): 130,722,280 trainable (94.5%), 7,635,264 frozen; trainable from conv5_1 on"
+    )
+    compact = build_vgg("A", 4, width=0.125, head="compact")
+    table = stage_table(compact).set_index("stage")
+    assert table.loc["classifier", "layers"] == "-" and table.loc["head", "layers"] == "fc"
+    # A hand-made head that starts with a layer the paper never named is called by its path.
+    width = compact.classifier[0].in_features
+    compact.classifier = nn.Sequential(nn.BatchNorm1d(width), nn.Linear(width, 4))
+    report = freeze(compact, "classifier")
+    assert report.first_trainable == "classifier.0"
+    assert report.trainable == 2 * width + width * 4 + 4
+
+
+def test_source_model_says_which_and_why(monkeypatch, capsys):
+    from vgg_utils import transfer
+    from vgg_utils.course_models import CourseModelError
+    from vgg_utils.transfer import ImageNetNormalize
+
+    try:
+        direct = load_source_model("cifar10")
+    except CourseModelError as err:
+        pytest.skip(f"the cifar10 course model is not built on this machine ({str(err)[:80]}...)")
+    assert direct.description.startswith(
+        "the course's cifar10 model (VGG16-BN at width 0.5, 32x32 crops, "
+    )
+    # Asked for directly: no reason follows the description.
+    assert capsys.readouterr().out == f"source model: {direct.description}\n"
+
+    def offline(*args, **kwargs):
+        raise vgg_utils.PretrainedUnavailableError(
+            "ImageNet weights for vgg16 are not cached (/cache/vgg16.pth) and download.pytorch.org is "
+            "unreachable (no answer within 5 s). On a connected machine run ..."
+        )
+
+    monkeypatch.setattr(transfer, "load_pretrained", offline)
+    assert load_source_model().description == direct.description
+    assert capsys.readouterr().out == (
+        f"source model: {direct.description}; ImageNet VGG16 weights are unavailable (ImageNet weights "
+        "for vgg16 are not cached), `python -m vgg_utils.download vgg16` on a connected machine fetches them\n"
+    )
+    with torch.device("meta"):
+        vgg16 = build_vgg("D")
+    monkeypatch.setattr(transfer, "load_pretrained", lambda *args, **kwargs: vgg16)
+    imagenet = load_source_model()
+    assert (imagenet.name, imagenet.model, imagenet.input_size) == ("imagenet-vgg16", vgg16, 224)
+    assert isinstance(imagenet.preprocess, ImageNetNormalize) and len(imagenet.classes) == 1000
+    assert capsys.readouterr().out == f"source model: {imagenet.description}\n"
+    expected = "torchvision's ImageNet VGG16 (138,357,544 parameters, 224x224 crops)"
+    assert imagenet.description == expected
+
+
+def test_imagenet_normalize_stays_on_the_images_device():
+    from vgg_utils.transfer import ImageNetNormalize
+
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    devices = [device for device, ok in available.items() if ok]
+    if not devices:
+        pytest.skip(
+            "no CUDA or MPS device here; this checks the mean and std follow the images there"
+        )
+    x = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    on_cpu = ImageNetNormalize()(x)
+    for device in devices:
+        on_device = ImageNetNormalize()(x.to(device))
+        assert on_device.device.type == device
+        assert torch.allclose(on_device.cpu(), on_cpu, atol=1e-6)

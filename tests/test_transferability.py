@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import re
 import subprocess
 import sys
 
@@ -117,3 +119,73 @@ def test_run_in_process_and_bad_arguments():
         run_transferability(train, test, ks=[0])
     with pytest.raises(SystemExit):
         main(["transferability", "--variants", "XnY"])
+
+
+# --- Surviving mutants of transferability (mutation/README.md) -------------------------------------
+
+
+@pytest.mark.usefixtures("one_thread")  # conftest.py: small tensors, one thread
+def test_a_tiny_grid_in_process_records_what_it_ran(monkeypatch):
+    from vgg_utils import count_params, transferability
+    from vgg_utils.transferability import SETTING_COLUMNS, run_transferability
+
+    train = ShapesDataset(24, 32, num_classes=4, dtype=torch.uint8)
+    test = ShapesDataset(8, 32, num_classes=4, split="test", dtype=torch.uint8)
+    devices, real = [], transferability.fine_tune
+
+    def spy(net, data, **kwargs):  # the device asked for reaches every training run
+        devices.append(kwargs["device"])
+        return real(net, data, **kwargs)
+
+    monkeypatch.setattr(transferability, "fine_tune", spy)
+    lines: list[str] = []
+    df = run_transferability(train, test, ks=(2,), variants=("BnB",), epochs=1, width=0.0625,
+                             head="paper", batch_size=16, lr=0.02, device="cpu", log=lines.append)  # fmt: skip
+    assert devices == ["cpu"] * 3
+    assert df[["variant", "k", "source", "trained"]].values.tolist() == [
+        ["baseA", 0, "A", "all"], ["baseB", 0, "B", "all"], ["BnB", 2, "B", "block3"],
+    ]  # fmt: skip
+    for i, (variant, k) in enumerate([("baseA", 0), ("baseB", 0), ("BnB", 2)]):
+        expected = rf"\[{i + 1}/3\] {variant} k={k} seed=0: \d+\.\d% \(\d+ s\)"
+        assert re.fullmatch(expected, lines[i]), lines[i]
+    assert df[SETTING_COLUMNS].iloc[0].to_dict() == {
+        "classes_a": "circle;square", "classes_b": "triangle;star", "n_train_half": int((train.labels >= 2).sum()),
+        "n_test_half": int((test.labels >= 2).sum()), "epochs": 1, "source_epochs": 1, "width": 0.0625,
+        "head": "paper", "batch_size": 16, "lr": 0.02, "schedule": "onecycle", "weight_decay": 5e-4,
+    }  # fmt: skip
+    assert (df[SETTING_COLUMNS].nunique() == 1).all()
+    # Every net is VGG16 with batch norm; the paper head's FC layers are 64 wide at least.
+    vgg16_bn = build_vgg(
+        "D", 2, batch_norm=True, width=0.0625, head="paper", fc_width=64, input_size=32
+    )
+    assert df.set_index("variant").loc["baseB", "trainable_params"] == count_params(vgg16_bn)
+
+
+def test_grid_arguments_and_block_copies_are_checked():
+    from vgg_utils.transferability import run_transferability
+
+    data = ShapesDataset(8, 32, num_classes=4, dtype=torch.uint8)
+    with pytest.raises(
+        ValueError, match=r"^ks are the blocks copied, 1 to 5 \(k = 0 is baseB, always trained\)$"
+    ):
+        run_transferability(data, data, ks=[1, 0])
+    with pytest.raises(
+        ValueError, match=r"^seeds is empty; give at least one seed, e.g. seeds=\(0,\)$"
+    ):
+        run_transferability(data, data, seeds=())
+    # Nets laid out differently (batch norm or not) are refused before anything is copied.
+    source = build_vgg("D", 5, batch_norm=True, width=0.125, head="compact")
+    target = build_vgg("D", 5, width=0.125, head="compact")
+    before = copy.deepcopy(target.state_dict())
+    with pytest.raises(
+        ValueError,
+        match=r"^copy_blocks needs blocks 1\.\.1 laid out alike in both nets \(same configuration, width and "
+        r"batch norm\); the first difference: source features\.1 \(block1\) is BatchNorm2d with weight "
+        r"\(8,\), target features\.1 \(block1\) is ReLU$",
+    ):
+        copy_blocks(source, target, 1)
+    assert all(torch.equal(value, before[key]) for key, value in target.state_dict().items())
+    wider = build_vgg("D", 5, batch_norm=True, width=0.25, head="compact")
+    with pytest.raises(ValueError, match=r"features\.0 \(block1\) is Conv2d with weight \(8, 3, 3, 3\), "
+                       r"target features\.0 \(block1\) is Conv2d with weight \(16, 3, 3, 3\)$"):
+        copy_blocks(source, wider, 3)

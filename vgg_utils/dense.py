@@ -129,7 +129,10 @@ def to_fully_convolutional(model: nn.Module) -> FullyConvolutionalVGG:
     if not convs:
         raise ValueError("model.features has no nn.Conv2d: this is not a VGG's convolutional part")
     channels, in_channels = convs[-1].out_channels, convs[0].in_channels
-    pools = [m for m in features.modules() if isinstance(m, nn.MaxPool2d)]
+    # Every use counts: ``[nn.MaxPool2d(2)] * 2`` puts one module in twice, and modules() would
+    # list it once (stride 2 instead of 4).
+    used = [m for _, m in features.named_modules(remove_duplicate=False)]
+    pools = [m for m in used if isinstance(m, nn.MaxPool2d)]
     stride = math.prod(int(p.stride if isinstance(p.stride, int) else p.stride[0]) for p in pools) or 1
     linears = [m for m in classifier if isinstance(m, nn.Linear)]
     others = sorted({type(m).__name__ for m in classifier if not isinstance(m, _HEAD_LAYERS)})

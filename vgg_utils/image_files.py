@@ -71,6 +71,9 @@ def _to_rgb(image):
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         image.mode == "P" and "transparency" in image.info
     ):
+        # "La" is premultiplied (a TIFF's associated alpha); Pillow converts it only to LA.
+        if image.mode == "La":
+            image = image.convert("LA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         background.alpha_composite(image.convert("RGBA"))
         return background.convert("RGB")

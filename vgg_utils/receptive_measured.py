@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .models import VGG
 from .receptive import POINTWISE, _chain, _geometry, receptive_field_table
 from .runtime import restore_training_flags, training_flags
 
@@ -42,7 +41,9 @@ def _row(table: pd.DataFrame, layer: str | int) -> int:
 def _features(model: nn.Module) -> nn.Module:
     if isinstance(model, str):
         raise TypeError("gradients need real weights: pass a model (e.g. build_vgg('D')), not a name")
-    return model.features if isinstance(model, VGG) else model
+    # A VGG stays whole: _chain and receptive_field_table read its features under the model's own
+    # module paths (features.N), the paths receptive_field_table(model) shows the learner.
+    return model
 
 
 def linearise(model: nn.Module, *, nonnegative: bool = False) -> nn.Sequential:

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 import torch
+from torch import nn
 
 from .ablations import PROVENANCE_COLUMNS, _write
 from .augment import mean_rgb, subtract_mean
@@ -77,14 +78,41 @@ def frozen_mode(k: int) -> str:
 
 def copy_blocks(source: VGG, target: VGG, k: int) -> list[str]:
     """Copy the weights (and batch-norm statistics) of conv blocks 1..k from ``source`` into
-    ``target``; returns the module paths copied."""
-    pairs = [(path, s, t) for (stage, path, s), (_, _, t) in zip(_sequence(source), _sequence(target), strict=True)
-             if stage.startswith("block") and int(stage[5:]) <= k]  # fmt: skip
+    ``target``; returns the module paths copied. Nets whose blocks 1..k differ (configuration,
+    width, batch norm) are refused before anything is copied, naming the first difference."""
+
+    def blocks(model: VGG) -> list[tuple[str, str, nn.Module]]:
+        return [(stage, path, m) for stage, path, m in _sequence(model) if stage.startswith("block") and int(stage[5:]) <= k]
+
+    def layout(seq: list[tuple[str, str, nn.Module]]) -> list[tuple]:
+        return [(stage, path, type(m).__name__, {n: tuple(v.shape) for n, v in m.state_dict().items()})
+                for stage, path, m in seq]  # fmt: skip
+
+    src, dst = blocks(source), blocks(target)
+    ours, theirs = layout(src), layout(dst)
+    if ours != theirs:
+        # Pad the shorter with None ("has no more layers") so a missing layer is named too.
+        n = max(len(ours), len(theirs))
+        ours, theirs = ours + [None] * (n - len(ours)), theirs + [None] * (n - len(theirs))
+        differ = next((a, b) for a, b in zip(ours, theirs, strict=True) if a != b)
+        raise ValueError(
+            f"copy_blocks needs blocks 1..{k} laid out alike in both nets (same configuration, width and "
+            f"batch norm); the first difference: source {_describe(differ[0])}, target {_describe(differ[1])}"
+        )
+    pairs = [(path, s, t) for (_, path, s), (_, _, t) in zip(src, dst, strict=True)]
     with torch.no_grad():
         for _, s, t in pairs:
             for key, tensor in s.state_dict().items():
                 t.state_dict()[key].copy_(tensor)
     return [path for path, s, _ in pairs if s.state_dict()]
+
+
+def _describe(entry: tuple | None) -> str:
+    if entry is None:
+        return "has no more layers"
+    stage, path, kind, shapes = entry
+    weight = f" with weight {shapes['weight']}" if "weight" in shapes else ""
+    return f"{path} ({stage}) is {kind}{weight}"
 
 
 def _net(num_classes: int, width: float, head: str, seed: int) -> VGG:
