@@ -534,3 +534,27 @@ def test_evaluation_table_passes_every_setting_and_reports_in_its_units():
     for row, r in zip(table.itertuples(index=False), results.values(), strict=True):
         gmacs = row[table.columns.get_loc("GMACs / image")]
         assert r.macs_per_image > 0 and gmacs * 1e9 == pytest.approx(r.macs_per_image, rel=1e-12)
+
+
+def test_conversion_errors_name_the_mismatch_in_full():
+    """FC6 that does not fit the pool5 map, a model whose stated input size disagrees with its
+    pool5 window (here pool5 removed: 16 pixels a cell, so FC6's 3x3 window is 48, not 96), and
+    an input that is not a tensor: each message says exactly what was found."""
+    resized = build_vgg("A", 10, width=0.125, fc_width=32, input_size=96)
+    resized.classifier[0] = nn.Linear(100, 32)
+    with pytest.raises(
+        ValueError,
+        match=r"^FC6 takes 100 inputs but the pool5 map has 64 channels: 64 x 1 x 1 = 64 "
+        r"expected\. Is model\.classifier the VGG's own head\?$",
+    ):
+        to_fully_convolutional(resized)
+    no_pool5 = build_vgg("A", 10, width=0.125, fc_width=32, input_size=96)
+    assert isinstance(no_pool5.features[-1], nn.MaxPool2d)
+    no_pool5.features[-1] = nn.Identity()
+    with pytest.raises(
+        ValueError, match=r"^model\.input_size=96 does not match FC6's 3x3 pool5 window$"
+    ):
+        to_fully_convolutional(no_pool5)
+    net = to_fully_convolutional(build_vgg("A", 10, width=0.125, fc_width=32, input_size=96))
+    with pytest.raises(ValueError, match=r"shaped \(N, 3, H, W\); got list$"):
+        net([torch.zeros(3, 96, 96)])

@@ -217,8 +217,45 @@ def test_an_input_too_small_on_one_side_only_is_refused():
 
 def test_a_paper_head_names_its_crop_and_pool5_map_when_the_size_is_wrong():
     model = build_vgg("A", num_classes=10, width=0.125, fc_width=32, input_size=96)
-    with pytest.raises(ValueError, match=r"sized for 96x96 crops \(FC6 takes the 3x3 pool5 map\); got 64x64"):
+    with pytest.raises(
+        ValueError,
+        match=r"sized for 96x96 crops \(FC6 takes the 3x3 pool5 map\); got 64x64\. Resize or crop to 96, or "
+        r"use vgg_utils\.to_fully_convolutional\(model\) for any size larger than that \(notebook 05\)$",
+    ):
         model(torch.randn(1, 3, 64, 64))
+
+
+def test_the_smallest_input_size_is_accepted():
+    """32 is the smallest crop (five 2x2 poolings leave one pool5 cell), so the paper head takes it."""
+    model = build_vgg("A", num_classes=10, width=0.125, fc_width=32, input_size=32)
+    assert model.input_size == 32 and model.classifier[0].in_features == 64
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_hosts_are_probed_once_each_and_a_hung_probe_is_given_up(monkeypatch):
+    """reachable_hosts: one key per host (the first URL of each stands for it); a probe that hangs
+    (a DNS lookup the socket timeout does not cover) is reported unreachable after
+    ``timeout + 1`` s, in a daemon thread that cannot keep Python alive."""
+    release, probed = threading.Event(), []
+
+    def probe(url, timeout):
+        probed.append(url)
+        if "hung" in url:
+            release.wait()  # never set while reachable_hosts waits: only its own join can end this
+        return "up" in url
+
+    monkeypatch.setattr(vgg_utils.models, "_reachable", probe)
+    before = set(threading.enumerate())
+    try:
+        answers = vgg_utils.models.reachable_hosts(
+            ["http://up.example/a", "http://up.example/b", "http://down.example/", "http://hung.example/"], 0.05
+        )
+        hung = [t for t in threading.enumerate() if t not in before]
+        assert len(hung) == 1 and hung[0].daemon
+    finally:
+        release.set()
+    assert answers == {"up.example": True, "down.example": False, "hung.example": False}
+    assert sorted(probed) == ["http://down.example/", "http://hung.example/", "http://up.example/a"]
 
 
 def test_the_probe_thread_never_keeps_python_alive(monkeypatch):

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -54,7 +55,9 @@ def test_totals_row_and_real_model_agree():
     assert table.iloc[-1]["params"] == count_params(model)
     assert table.iloc[:-1]["macs"].sum() == table.iloc[-1]["macs"]
     # the same on the meta device, built from the name
-    meta = layer_table("A", (3, 32, 32), batch_norm=True, width=0.25, num_classes=10, head="compact")
+    meta = layer_table(
+        "A", (3, 32, 32), batch_norm=True, width=0.25, num_classes=10, head="compact"
+    )
     assert meta["macs"].sum() == table.iloc[:-1]["macs"].sum()
 
 
@@ -96,7 +99,9 @@ def test_layer_table_of_a_parameter_free_chain_falls_back_to_the_cpu():
     assert (table["params"] == 0).all() and (table["macs"] == 0).all()
 
 
-@pytest.mark.parametrize("config, kw", [("A-LRN", {}), ("B", {"batch_norm": True, "input_size": 64})])
+@pytest.mark.parametrize(
+    "config, kw", [("A-LRN", {}), ("B", {"batch_norm": True, "input_size": 64})]
+)
 def test_every_row_counts_whole_fp32_maps_and_whole_macs(config, kw):
     """act_bytes is 4 bytes per element of the whole output map; MACs are integers (FLOPs // 2)."""
     model = build_vgg(config, width=0.125, num_classes=10, fc_width=64, **kw)
@@ -112,7 +117,16 @@ def test_paper_names_of_every_layer_of_a_batch_norm_vgg():
     model = build_vgg("A", batch_norm=True, width=0.125, num_classes=10, fc_width=64)
     names = paper_layer_names(model)
     feats = [names[f"features.{i}"] for i in range(len(model.features))]
-    assert feats[:8] == ["conv1_1", "bn1_1", "relu1_1", "pool1", "conv2_1", "bn2_1", "relu2_1", "pool2"]
+    assert feats[:8] == [
+        "conv1_1",
+        "bn1_1",
+        "relu1_1",
+        "pool1",
+        "conv2_1",
+        "bn2_1",
+        "relu2_1",
+        "pool2",
+    ]
     assert feats[8:15] == ["conv3_1", "bn3_1", "relu3_1", "conv3_2", "bn3_2", "relu3_2", "pool3"]
     assert feats[-1] == "pool5" and names["avgpool"] == "avgpool"
     head = [names[f"classifier.{i}"] for i in range(len(model.classifier))]
@@ -144,3 +158,50 @@ def test_summary_is_torchinfo_for_one_image_with_shapes_params_and_macs():
     # torchinfo also counts the bias additions; flop_counter's MACs are the multiplies.
     macs = total_macs(model, (3, 32, 32))
     assert macs <= stats.total_mult_adds <= 1.01 * macs
+
+
+def test_totals_row_is_the_next_row_of_a_plain_zero_based_index():
+    """The totals row continues the 0..n-1 index, so ``table.loc[i]`` still names one row (catches
+    a concat that keeps the appended row's own index 0, giving two rows labelled 0)."""
+    model = build_vgg("A", width=0.125, num_classes=10, head="compact")
+    table = layer_table(model, (3, 32, 32), totals=True)
+    assert table.index.equals(pd.RangeIndex(len(table)))
+    assert table.loc[0, "layer"] == "conv1_1"
+    assert table.loc[len(table) - 1, "layer"] == "total"
+
+
+class _Float64Buffer(torch.nn.Module):
+    """A float32 model whose forward pass makes one float64 map the size of its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.zeros_like(x, dtype=torch.float64)
+
+
+def test_peak_memory_counts_a_float64_map_at_8_bytes_per_element():
+    """The tracker runs every op as asked: a map made in float64 holds 8 bytes per element
+    (catches dropping an op's keyword arguments, such as its ``dtype``, inside the tracker)."""
+    assert peak_activation_memory(_Float64Buffer(), (3, 8, 8), batch_size=2) == 2 * 3 * 8 * 8 * 8
+
+
+def test_peak_memory_probe_follows_the_model_not_torchs_default_device():
+    """A learner may have set another default device (Colab: ``torch.set_default_device("cuda")``);
+    the probe input must still go where the model's weights are."""
+    model = build_vgg("D", width=0.25, num_classes=10, head="compact")
+    with torch.device("meta"):
+        peak = peak_activation_memory(model, (3, 64, 64))
+    assert peak == 2 * 16 * 64 * 64 * 4
+
+
+def test_peak_memory_on_cuda_is_the_allocators_peak_above_the_weights():
+    """The CUDA branch: at least the two largest maps (cuDNN/cuBLAS workspaces may add to it), and
+    nothing like a GiB (catches a probe left on the CPU, or a missing baseline, which raise)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU; the CPU tracker is tested above")
+    model = build_vgg("D", width=0.25, num_classes=10, head="compact").cuda()
+    peak = peak_activation_memory(model, (3, 64, 64))
+    assert isinstance(peak, int)
+    assert 2 * 16 * 64 * 64 * 4 <= peak < 2**30

@@ -434,3 +434,29 @@ def test_head_check_accepts_what_fits(ten_classes):
         vgg_utils.train(
             model, ten_classes, four, epochs=1, batch_size=32, device="cpu", progress=False
         )
+
+
+# --- mutation-testing survivors: exact edges of the size and memory rules ---------------------
+
+
+def test_a_large_png_is_reduced_to_between_two_and_four_times_the_target(tmp_path):
+    """Box-reducing keeps the smaller side in [2, 4) x ``min_side``: never so small that the
+    antialiased resize loses detail, and never 4x or more (decoding work wasted). 256 px asked
+    for at 64 is exactly 4x: it must be halved."""
+    for side in (128, 255, 256, 300, 383, 384, 600):
+        _solid((9, 9, 9), (side + 10, side)).save(tmp_path / f"{side}.png")
+        got = image_files.read_image(tmp_path / f"{side}.png", min_side=64)
+        assert 128 <= min(got.shape[1:]) < 256, (side, tuple(got.shape))
+        assert got.unique().tolist() == [9]
+
+
+def test_a_folder_that_exactly_fits_in_memory_is_loaded(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    for i in range(2):
+        _solid((i, i, i), (30, 20)).save(tmp_path / "a" / f"{i}.png")
+    needed = 2 * 3 * 20 * 30
+    monkeypatch.setattr(image_files, "available_memory", lambda: needed)  # just enough
+    assert _load(tmp_path, progress=False)[0].images.shape == (2, 3, 20, 30)
+    monkeypatch.setattr(image_files, "available_memory", lambda: needed - 1)
+    with pytest.raises(MemoryError, match=r"2 images of 20x30 take 3\.6 kB"):
+        _load(tmp_path, progress=False)

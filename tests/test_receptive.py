@@ -100,7 +100,9 @@ def test_pointwise_layers_keep_rf() -> None:
     bn_rows = bn[bn["type"].isin(["Conv2d", "MaxPool2d"])][keep].reset_index(drop=True)
     plain_rows = plain[plain["type"].isin(["Conv2d", "MaxPool2d"])][keep].reset_index(drop=True)
     assert bn_rows.equals(plain_rows)
-    assert (bn[bn["type"] == "BatchNorm2d"]["rf"].to_numpy() == rows(bn, "Conv2d")["rf"].to_numpy()).all()
+    assert (
+        bn[bn["type"] == "BatchNorm2d"]["rf"].to_numpy() == rows(bn, "Conv2d")["rf"].to_numpy()
+    ).all()
 
 
 def test_output_sizes_match_pytorch() -> None:
@@ -117,7 +119,17 @@ def test_empirical_equals_theory_on_linearised_vgg16() -> None:
     lin = linearise(build_vgg("D", width=0.0625))
     assert not any(isinstance(m, (nn.ReLU, nn.MaxPool2d)) for m in lin.modules())
     table = receptive_field_table(lin).set_index("layer")
-    for layer in ("conv1_1", "conv1_2", "pool1", "conv2_2", "conv3_3", "pool3", "conv4_3", "conv5_3", "pool5"):
+    for layer in (
+        "conv1_1",
+        "conv1_2",
+        "pool1",
+        "conv2_2",
+        "conv3_3",
+        "pool3",
+        "conv4_3",
+        "conv5_3",
+        "pool5",
+    ):
         e = empirical_receptive_field(lin, layer)
         assert e.matches_theory, (layer, e.rows, e.theory_rows)
         assert e.height == e.width == table.loc[layer, "rf"], layer  # centre unit: not clipped
@@ -242,7 +254,9 @@ def test_erf_of_a_linear_box_stack_is_binomial() -> None:
         assert e.rf == 2 * depth + 1 and e.size_at(1.0) == e.rf and not e.clipped
     one_d = torch.tensor([1.0])
     for _ in range(n):
-        one_d = torch.nn.functional.conv1d(one_d.view(1, 1, -1), torch.ones(1, 1, 3), padding=2).flatten()
+        one_d = torch.nn.functional.conv1d(
+            one_d.view(1, 1, -1), torch.ones(1, 1, 3), padding=2
+        ).flatten()
     expected = torch.outer(one_d, one_d) / one_d.sum() ** 2
     assert torch.allclose(erfs[0].map[15 - n : 16 + n, 15 - n : 16 + n], expected, atol=1e-6)
     assert erfs[0].size_at(0.5) < erfs[0].rf
@@ -275,7 +289,9 @@ def test_gradient_maps_show_input_coordinates_of_a_zoomed_map() -> None:
     grad = torch.zeros(224, 224)
     grad[90:130, 90:130] = 1.0
     try:
-        fig = plot_gradient_maps({"zoom": grad[80:140, 80:140]}, {"zoom": ((90, 129), (90, 129))}, origin=(80, 80))
+        fig = plot_gradient_maps(
+            {"zoom": grad[80:140, 80:140]}, {"zoom": ((90, 129), (90, 129))}, origin=(80, 80)
+        )
         ax = fig.axes[0]
         # the axes span input pixels 80..139 (pixel edges at +-0.5), not 0..59
         assert ax.get_xlim() == (79.5, 139.5) and ax.get_ylim() == (139.5, 79.5)
@@ -333,13 +349,25 @@ def test_plots_draw_titled_labelled_figures() -> None:
 @pytest.mark.parametrize(
     "module, match",
     [
-        (nn.MaxPool2d(2, dilation=(1, 2)), r"through 0 \(MaxPool2d.*its dilation \(1, 2\) is not square"),
+        (
+            nn.MaxPool2d(2, dilation=(1, 2)),
+            r"through 0 \(MaxPool2d.*its dilation \(1, 2\) is not square",
+        ),
         (nn.MaxPool2d(2, dilation=2), r"through 0 \(MaxPool2d.*dilated pooling is not supported"),
         (nn.Conv2d(1, 1, (1, 3)), r"through 0 \(Conv2d.*its kernel_size \(1, 3\) is not square"),
-        (nn.Conv2d(1, 1, 3, padding=(0, 1)), r"through 0 \(Conv2d.*its padding \(0, 1\) is not square"),
-        (nn.AvgPool2d(2, stride=(1, 2)), r"through 0 \(AvgPool2d.*its stride \(1, 2\) is not square"),
+        (
+            nn.Conv2d(1, 1, 3, padding=(0, 1)),
+            r"through 0 \(Conv2d.*its padding \(0, 1\) is not square",
+        ),
+        (
+            nn.AvgPool2d(2, stride=(1, 2)),
+            r"through 0 \(AvgPool2d.*its stride \(1, 2\) is not square",
+        ),
         (nn.AvgPool2d((2, 3)), r"through 0 \(AvgPool2d.*its kernel_size \(2, 3\) is not square"),
-        (nn.AdaptiveAvgPool2d(1), r"every unit sees the whole input \(a global receptive field\), so the table stops"),
+        (
+            nn.AdaptiveAvgPool2d(1),
+            r"every unit sees the whole input \(a global receptive field\), so the table stops",
+        ),
     ],
 )
 def test_each_unsupported_layer_is_named_with_what_is_wrong(module, match):
@@ -349,7 +377,9 @@ def test_each_unsupported_layer_is_named_with_what_is_wrong(module, match):
 
 def test_string_paddings_and_nested_sequentials():
     table = receptive_field_table(
-        nn.Sequential(nn.Conv2d(1, 1, 3, padding="valid"), nn.Sequential(nn.Conv2d(1, 1, 4, padding="same"))),
+        nn.Sequential(
+            nn.Conv2d(1, 1, 3, padding="valid"), nn.Sequential(nn.Conv2d(1, 1, 4, padding="same"))
+        ),
         (1, 16, 16),
     )
     assert list(table["module"]) == ["0", "1.0"]
@@ -361,7 +391,9 @@ def test_string_paddings_and_nested_sequentials():
 def test_compose_kernels_errors_say_what_was_given():
     with pytest.raises(TypeError, match=r"^k1 and k2 must be torch tensors \(conv weights\)$"):
         compose_kernels([[1.0]], torch.ones(3, 3))
-    with pytest.raises(ValueError, match=r"or both 2-D kernels; got shapes \(3, 3\) and \(1, 1, 3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"or both 2-D kernels; got shapes \(3, 3\) and \(1, 1, 3, 3\)"
+    ):
         compose_kernels(torch.ones(3, 3), torch.ones(1, 1, 3, 3))
     with pytest.raises(ValueError, match=r"k2 takes 3 input channels but k1 produces 2"):
         compose_kernels(torch.ones(2, 1, 3, 3), torch.ones(4, 3, 5, 5))
@@ -458,3 +490,69 @@ def test_erf_sigma_and_summary_on_a_wide_image():
         },
     ]
     assert math.isclose(erfs[0].sigma, math.sqrt(4 / 3), rel_tol=1e-6)
+
+
+# Second round of surviving mutants (mutation/README.md).
+
+
+@pytest.mark.parametrize("size", [(1, 1, 16), (1, 16, 1)])
+def test_an_input_too_thin_in_one_axis_is_refused(size):
+    # One axis alone emptying is enough (the other stays 8 wide); the error names the layer.
+    with pytest.raises(
+        ValueError,
+        match=rf"^input_size \(1, {size[1]}, {size[2]}\) is too small: 0 \(MaxPool2d\) would have "
+        r"an empty output$",
+    ):
+        receptive_field_table(nn.Sequential(nn.MaxPool2d(2)), size)
+
+
+def test_linearise_refuses_a_layer_by_its_path():
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Sequential(nn.Conv2d(1, 1, 3, dilation=2)))
+    with pytest.raises(
+        ValueError, match=r"^cannot compute the receptive field through 1\.0 \(Conv2d"
+    ):
+        linearise(net)
+
+
+def test_default_erf_inputs_are_the_seeded_normal_draw():
+    # The default inputs are torch.randn(n, *size) from a generator seeded with `seed`, not from
+    # the global RNG: the same seed gives the same map whatever ran before, another seed another.
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 1, 3))  # the map depends on x
+    erf = effective_receptive_fields(net, ["conv1_2"], (1, 9, 9), n_samples=2, seed=7)[0]
+    drawn = torch.randn(2, 1, 9, 9, generator=torch.Generator().manual_seed(7))
+    torch.manual_seed(8)  # a different global RNG state must not matter
+    again = effective_receptive_fields(net, ["conv1_2"], (1, 9, 9), n_samples=2, seed=7)[0]
+    given = effective_receptive_fields(net, ["conv1_2"], inputs=drawn)[0]
+    other = effective_receptive_fields(net, ["conv1_2"], (1, 9, 9), n_samples=2, seed=9)[0]
+    assert torch.equal(erf.map, again.map) and torch.equal(erf.map, given.map)
+    assert not torch.equal(erf.map, other.map)
+    with pytest.raises(ValueError, match=r"^n_samples must be a positive integer; got 0$"):
+        effective_receptive_fields(net, ["conv1_2"], (1, 9, 9), n_samples=0)
+
+
+def test_size_at_takes_a_mass_in_the_half_open_unit_interval():
+    net = nn.Sequential(nn.AvgPool2d(2), nn.AvgPool2d(2))  # centre unit: 1/16 on rows/cols 4..7
+    (erf,) = effective_receptive_fields(net, ["pool2"], (1, 16, 16), n_samples=1)
+    assert erf.size_at(1.0) == 4 and erf.size_at(0.25) == 2  # centre (5.5, 5.5): +-0.5 holds 4/16
+    for mass in (0, 0.0, -0.1, 1.0001, 1.5, 2):
+        with pytest.raises(
+            ValueError, match=rf"^mass is a fraction of the gradient in \(0, 1\]; got {mass}$"
+        ):
+            erf.size_at(mass)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="moves a model to CUDA: needs a CUDA device"
+)
+def test_measured_fields_of_a_model_on_cuda_match_the_cpu():
+    # The default input is drawn on the CPU (seeded) and must follow the model to its device.
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(2, 1, 3))
+    cpu = empirical_receptive_field(net, "conv2_1", (1, 16, 16))
+    cpu_erf = effective_receptive_fields(net, ["conv2_1"], (1, 16, 16), n_samples=2)[0]
+    net = net.to("cuda")
+    gpu = empirical_receptive_field(net, "conv2_1", (1, 16, 16))
+    gpu_erf = effective_receptive_fields(net, ["conv2_1"], (1, 16, 16), n_samples=2)[0]
+    assert (gpu.rows, gpu.cols) == (cpu.rows, cpu.cols) and gpu.matches_theory == cpu.matches_theory
+    assert torch.allclose(gpu.grad, cpu.grad, atol=1e-5)
+    assert torch.allclose(gpu_erf.map, cpu_erf.map, atol=1e-5)

@@ -649,3 +649,119 @@ def test_gpu_and_mps_generators_are_saved_and_restored(tiny_data, tmp_path, monk
     _fit(tiny_data[0], checkpoint=path, resume=True, epochs=2)
     assert list(restored) == ["cuda", "mps"]
     assert torch.equal(restored["cuda"][0], cuda[0]) and torch.equal(restored["mps"], mps)
+
+
+# --- what a learner reads: messages, the progress bar, and the precision actually used -----------
+
+
+def test_a_head_of_the_wrong_size_names_the_caller_and_the_classes(tiny_data):
+    """The message says who failed and lists the classes: inferred from tuple labels they are
+    "0", "1", ...; four are listed in full, more end with "..."."""
+    train, _ = tiny_data
+    with pytest.raises(
+        ValueError,
+        match=r"^train: the model outputs 3 class scores but the data has 4 classes \(0, 1, 2, 3\)\. Build",
+    ):
+        vgg_utils.train(_Probe(3), (train.images, train.labels), epochs=1, batch_size=32,
+                        device="cpu", progress=False)  # fmt: skip
+    ten = (torch.zeros(10, 3, 8, 8, dtype=torch.uint8), torch.arange(10))
+    with pytest.raises(
+        ValueError,
+        match=r"^evaluate: the model outputs 4 class scores but the data has 10 classes "
+        r"\(0, 1, 2, 3, \.\.\.\)\. Build",
+    ):
+        vgg_utils.evaluate(_Probe(4), ten)
+
+
+def test_a_fully_frozen_model_gets_the_whole_message(tiny_data):
+    model = _Probe()
+    model.requires_grad_(False)
+    with pytest.raises(
+        ValueError,
+        match=r"^every parameter of the model is frozen \(requires_grad=False\): nothing to train$",
+    ):
+        vgg_utils.train(model, tiny_data[0], epochs=1, batch_size=32, device="cpu", progress=False)
+
+
+def test_a_class_never_predicted_still_gets_its_column(tiny_data):
+    """A net that always answers class 0 (as an untrained one may): the matrix is still K x K."""
+    _, test = tiny_data
+    model = _Probe()
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    cm = vgg_utils.confusion_matrix(model, test)
+    assert cm.shape == (4, 4)
+    assert cm[:, 0].tolist() == test.class_counts().tolist() and cm[:, 1:].sum() == 0
+
+
+def test_batch_norm_mismatch_says_which_net_has_it():
+    net_a = vgg_utils.build_vgg("A", 10, width=0.125, fc_width=32)
+    deep_bn = vgg_utils.build_vgg("D", 10, width=0.125, fc_width=32, batch_norm=True)
+    message = r"deep net batch_norm=True, shallow net batch_norm=False;"
+    with pytest.raises(ValueError, match=message):
+        vgg_utils.init_from_shallower(deep_bn, net_a)
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_auto_bf16_on_cuda_asks_the_gpu(monkeypatch, supported):
+    """On CUDA the GPU decides (the CPU's bf16 support does not matter); faked: tests run on CPUs."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: supported)
+    monkeypatch.setattr(training, "cpu_fast_bf16", lambda: not supported)
+    assert vgg_utils.auto_bf16("cuda") is supported
+    assert vgg_utils.auto_channels_last("cuda") is True
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_explicit_bf16_choice_wins_over_the_default(tiny_data, monkeypatch, native):
+    """predict(bf16=...) and the test evaluation inside train(bf16=...) use the precision asked
+    for, whatever the CPU's default would be."""
+    train, test = tiny_data
+    monkeypatch.setattr(training, "cpu_fast_bf16", lambda: native)  # the default: bf16 iff native
+    model = _Probe()
+    with torch.no_grad():
+        model.fc.weight.mul_(30)  # confident logits: bf16 rounding shows in the loss
+    fp32 = vgg_utils.predict(model, test, bf16=False)
+    bf16 = vgg_utils.predict(model, test, bf16=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        by_hand = model(test.images.float() / 255).float()
+    assert torch.equal(bf16, by_hand) and not torch.equal(fp32, bf16)
+    asked = not native
+    history = vgg_utils.train(model, train, test, epochs=1, batch_size=32, lr=1e-12, device="cpu",
+                              bf16=asked, channels_last=False, progress=False)  # fmt: skip
+    expected, other = (vgg_utils.evaluate(model, test, bf16=b).loss for b in (asked, native))
+    assert expected != other  # the two precisions give distinguishable losses
+    assert history["test_loss"].iloc[0] == expected
+
+
+def test_label_smoothing_reaches_the_training_loss(tiny_data):
+    """With a rate too small to move the weights, the epoch's loss is the smoothed cross-entropy
+    of the untouched model's logits (and differs from the unsmoothed one)."""
+    train, _ = tiny_data
+    model, history = _fit(train, lr=1e-12, label_smoothing=0.3)
+    logits = vgg_utils.predict(model, train, bf16=False)
+    smoothed = torch.nn.functional.cross_entropy(logits, train.labels, label_smoothing=0.3).item()
+    plain = torch.nn.functional.cross_entropy(logits, train.labels).item()
+    assert history["train_loss"].iloc[0] == pytest.approx(smoothed, rel=1e-5)
+    assert abs(smoothed - plain) > 1e-3
+
+
+def test_the_progress_bar_counts_batches_and_shows_running_then_final_numbers(tiny_data, capsys):
+    """Text bar (as in a terminal): unit "batch"; the running loss and accuracy after the first
+    batch and at the end of the epoch; then the epoch's numbers with the test accuracy."""
+    train, test = tiny_data
+    model = _tiny_model()
+    history = vgg_utils.train(model, train, test, epochs=1, batch_size=32, device="cpu",
+                              bf16=False, channels_last=False)  # fmt: skip
+    frames = [f for f in capsys.readouterr().err.split("\r") if f.strip()]
+    assert all("batch/s" in f for f in frames)  # tqdm's rate, in the unit given
+    row = history.iloc[0]
+    running = [f for f in frames if "loss=" in f and "test_acc=" not in f]
+    assert running[0].startswith("epoch 1/1:  33%") and " 1/3 " in running[0]
+    correct = float(running[0].split("acc=")[1].split(",")[0]) * 32  # of the first 32 images
+    assert abs(correct - round(correct)) < 0.02
+    end_of_epoch = running[-1].rstrip()  # the running means over all its images
+    assert " 3/3 " in end_of_epoch
+    assert end_of_epoch.endswith(f"acc={row.train_acc:.3f}, loss={row.train_loss:.3f}]")
+    final = f"acc={row.train_acc:.3f}, loss={row.train_loss:.3f}, test_acc={row.test_acc:.3f}]"
+    assert frames[-1].rstrip().endswith(final)
