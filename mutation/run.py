@@ -11,7 +11,7 @@ module (killed / tested, equivalent mutants from ``equivalent.md`` set apart) go
 ``mutation/work/<module>/survivors.txt``. A module that is not committed yet is reported as
 "not yet run". ``--sample N`` (default 30) tests a seeded random sample of N mutants per module
 (every module has hundreds; all of them take hours on two cores): the score is then an estimate,
-about +-7 points at N = 30 (+-5 at 60), and ``--sample 0`` tests them all. ``--seed`` draws
+about +-6 points at N = 30 (+-4 at 60), and ``--sample 0`` tests them all. ``--seed`` draws
 another sample (the first N of a seed's sample of 60 are its sample of 30). Run it outside CI;
 README "Mutation scores" has the measured times.
 """

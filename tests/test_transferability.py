@@ -42,7 +42,14 @@ def test_class_halves_relabel_and_partition():
 
 
 def test_frozen_mode_maps_blocks_to_freeze_modes():
-    assert [frozen_mode(k) for k in range(6)] == ["all", "block2", "block3", "block4", "block5", "classifier"]
+    assert [frozen_mode(k) for k in range(6)] == [
+        "all",
+        "block2",
+        "block3",
+        "block4",
+        "block5",
+        "classifier",
+    ]
     with pytest.raises(ValueError, match="from 0 to 5"):
         frozen_mode(6)
 
@@ -91,7 +98,10 @@ def test_quick_run_writes_rows_and_provenance(quick_csv):
     assert frozen.loc[1, "trained"].unique().tolist() == ["block2"]
     assert frozen.loc[5, "trained"].unique().tolist() == ["classifier"]
     assert frozen.loc[5, "trainable_params"].max() < frozen.loc[1, "trainable_params"].min()
-    assert (df.loc[df["variant"] == "AnB+", "fine_tuned"]).all() and not df.loc[df["variant"] == "BnB", "fine_tuned"].any()
+    assert (
+        (df.loc[df["variant"] == "AnB+", "fine_tuned"]).all()
+        and not df.loc[df["variant"] == "BnB", "fine_tuned"].any()
+    )
     assert df["test_acc"].between(0, 1).all()
     assert set(df["classes_a"]) == {"circle;square;triangle;star;cross"}
 
@@ -186,6 +196,62 @@ def test_grid_arguments_and_block_copies_are_checked():
         copy_blocks(source, target, 1)
     assert all(torch.equal(value, before[key]) for key, value in target.state_dict().items())
     wider = build_vgg("D", 5, batch_norm=True, width=0.25, head="compact")
-    with pytest.raises(ValueError, match=r"features\.0 \(block1\) is Conv2d with weight \(8, 3, 3, 3\), "
-                       r"target features\.0 \(block1\) is Conv2d with weight \(16, 3, 3, 3\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"features\.0 \(block1\) is Conv2d with weight \(8, 3, 3, 3\), "
+        r"target features\.0 \(block1\) is Conv2d with weight \(16, 3, 3, 3\)$",
+    ):
         copy_blocks(source, wider, 3)
+
+
+def test_class_halves_error_names_the_valid_class_range():
+    data = ImageTensors(torch.zeros(6, 3, 4, 4), torch.arange(6) % 3, ["a", "b", "c"], "toy")
+    with pytest.raises(
+        ValueError,
+        match=r"^first must name some but not all of the 3 classes \(0\.\.2\); got \[5\]$",
+    ):
+        class_halves(data, first=[5])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_grid_rows_record_seed_errors_timing_and_defaults(monkeypatch):
+    """Training stubbed (it is tested above) and a fake clock: every row's own columns, and the
+    defaults (VGG16-BN at width 0.25 with the compact head) that the notebook relies on."""
+    from types import SimpleNamespace
+
+    from vgg_utils import count_params, transferability
+    from vgg_utils.transferability import run_transferability
+
+    train = ShapesDataset(16, 32, num_classes=4, dtype=torch.uint8)
+    test = ShapesDataset(8, 32, num_classes=4, split="test", dtype=torch.uint8)
+    calls: list[dict] = []
+
+    def stub(net, data, **kwargs):
+        calls.append(kwargs)
+        return pd.DataFrame({"train_acc": [0.5, 0.125 * len(calls)]})  # the last epoch is recorded
+
+    clock = iter(0.75 * i for i in range(1000))  # every perf_counter call advances 0.75 s
+    monkeypatch.setattr(transferability, "fine_tune", stub)
+    monkeypatch.setattr(transferability, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    df = run_transferability(train, test, ks=(1,), variants=("BnB", "BnB+"), seeds=(3,), epochs=1,
+                             batch_size=16, log=lambda line: None)  # fmt: skip
+    assert [c["batch_size"] for c in calls] == [16] * 4  # the batch size asked for reaches training
+    assert df["seed"].tolist() == [3] * 4
+    # Only BnB+ is fine-tuned (k > 0, every layer trained).
+    assert df["fine_tuned"].tolist() == [False, False, False, True]
+    assert df["train_acc"].tolist() == [0.125, 0.25, 0.375, 0.5]
+    assert df["test_error"].tolist() == pytest.approx((100 * (1 - df["test_acc"])).tolist())
+    assert df["train_seconds"].tolist() == [0.75] * 4
+    assert (df["width"] == 0.25).all() and (df["head"] == "compact").all()
+    vgg16_bn = build_vgg("D", 2, batch_norm=True, width=0.25, head="compact", fc_width=128)
+    assert df.set_index("variant").loc["baseB", "trainable_params"] == count_params(vgg16_bn)
+
+
+def test_summary_columns_are_labelled_blocks_copied():
+    results = pd.DataFrame(
+        {"variant": ["baseB", "BnB", "AnB"], "k": [0, 3, 3], "seed": 0, "test_acc": [0.9, 0.8, 0.6]}
+    )
+    table = summarize_transferability(results)
+    assert table.columns.name == "k (blocks copied)"
+    assert table.to_dict() == {0: {"BnB": pytest.approx(90), "AnB": pytest.approx(90)},
+                               3: {"BnB": pytest.approx(80), "AnB": pytest.approx(60)}}  # fmt: skip
